@@ -1,0 +1,46 @@
+"""The raw TCP transport: length-prefixed msgpack frames (PROTOCOL.md §1)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from protocol.codec import decode_msgpack
+from protocol.errors import ProtocolViolation
+from protocol.frames import FrameDecoder
+from server.wire import Format
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+READ_CHUNK = 65536
+
+
+async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read large chunks, decode frames, hand each message to the connection."""
+    transport = writer.transport
+    conn = node.accept(transport, "tcp", Format.TCP)  # type: ignore[arg-type]
+    decoder = FrameDecoder(node.config.limits.max_frame)
+    stats_in = node.stats.bytes_in
+    try:
+        while conn.writable:
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                break
+            stats_in["tcp"] += len(data)
+            try:
+                payloads = decoder.feed(data)
+                for payload in payloads:
+                    await conn.handle(decode_msgpack(payload))
+                    if not conn.writable:
+                        break
+            except ProtocolViolation as exc:
+                conn.disconnect(exc.code, exc.reason)
+                break
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        if conn.writable:
+            conn.flush()
+            transport.close()
+        conn.closed()
