@@ -74,13 +74,12 @@ def decode_msgpack(payload: bytes) -> dict[str, Any]:
 
 # fixmap, fixarray, array 16/32, map 16/32.
 _MSGPACK_CONTAINERS = bytes(range(0x80, 0xA0)) + b"\xdc\xdd\xde\xdf"
-# What may need a look at the values: a \u escape of a surrogate, a raw
-# surrogate, a run of 19+ digits (an integer perhaps out of msgpack's range).
-_JSON_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]|[0-9]{19}")
+# A \u escape of a surrogate: alone, it is no Unicode character.
+_JSON_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _check_values(message: dict[str, Any]) -> None:
-    """Refuse what one of the encoders could not encode again.
+    """Refuse a message nested too deep or holding a lone surrogate.
 
     Walked only when a cheap scan of the payload says it may be needed.
     """
@@ -101,8 +100,6 @@ def _check_values(message: dict[str, Any]) -> None:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise ProtocolViolation("string is not valid Unicode") from None
-        elif type(value) is int and not MIN_INT <= value <= MAX_INT:
-            raise ProtocolViolation("integer out of range")
 
 
 def _json_default(value: Any) -> Any:
@@ -162,19 +159,34 @@ def _no_constant(name: str) -> Any:
     raise ProtocolViolation(f"{name} is not JSON")
 
 
+def _json_int(text: str) -> int:
+    value = int(text)
+    if not MIN_INT <= value <= MAX_INT:
+        raise ProtocolViolation("integer out of range")
+    return value
+
+
 def decode_json(payload: bytes | str) -> dict[str, Any]:
     """Decode one JSON text that must hold exactly one object."""
     try:
-        # Strict UTF-8: json.loads would let encoded surrogates through.
-        text = payload if isinstance(payload, str) else bytes(payload).decode("utf-8")
-        message = json.loads(text, object_hook=_json_hook, parse_constant=_no_constant)
+        # Strict UTF-8 both ways: json.loads would let encoded surrogates in.
+        if isinstance(payload, str):
+            text = payload
+            text.encode("utf-8")
+        else:
+            text = bytes(payload).decode("utf-8")
+        message = json.loads(
+            text, object_hook=_json_hook, parse_constant=_no_constant, parse_int=_json_int
+        )
     except ProtocolViolation:
         raise
     except (ValueError, RecursionError) as exc:
         raise ProtocolViolation("undecodable message") from exc
     if not isinstance(message, dict):
         raise ProtocolViolation("message is not an object")
-    if text.count("[") + text.count("{") > MAX_DEPTH or _JSON_SUSPECT.search(text):
+    if text.count("[") + text.count("{") > MAX_DEPTH or (
+        "\\u" in text and _JSON_SURROGATE_ESCAPE.search(text)
+    ):
         _check_values(message)
     return message
 

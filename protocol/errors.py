@@ -23,9 +23,7 @@ class HubbubError(Exception):
 class ProtocolViolation(HubbubError):
     """The peer sent bytes that break the protocol; the connection must close."""
 
-    def __init__(
-        self, reason: str, code: DisconnectCode = DisconnectCode.PROTOCOL_ERROR
-    ) -> None:
+    def __init__(self, reason: str, code: DisconnectCode = DisconnectCode.PROTOCOL_ERROR) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
