@@ -35,6 +35,10 @@ class ServerConfig:
     """This node's id in replies and the cluster; "" picks a random one."""
     log_level: str = "info"
     """Log level: debug, info, warning or error."""
+    tls_cert: str = ""
+    """PEM certificate chain: TCP and WebSocket serve over TLS (wss://); "" = plain."""
+    tls_key: str = ""
+    """PEM private key of tls_cert; required with it."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,12 @@ class NamespaceConfig:
     """Whether clients may publish (else only the server API)."""
     anonymous: bool = True
     """Whether clients without a token may subscribe."""
+    publish_rate: float = 0.0
+    """Client publications per second per channel on this node; 0 = no limit."""
+    max_publication: int = 0
+    """Largest publication data (bytes of its msgpack encoding); 0 = max_frame only."""
+    slow_consumer: str = ""
+    """Slow-consumer policy for this namespace's channels; "" = [limits] slow_consumer."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,16 @@ def validate(config: Config, where: str) -> Config:
             raise ConfigError(
                 f"{where}: [namespaces.{name}] history_size must be >= 0, history_ttl > 0"
             )
+        if ns.publish_rate < 0 or ns.max_publication < 0:
+            raise ConfigError(
+                f"{where}: [namespaces.{name}] publish_rate and max_publication must be >= 0"
+            )
+        if ns.slow_consumer not in ("", "disconnect", "drop"):
+            raise ConfigError(
+                f"{where}: [namespaces.{name}] slow_consumer must be '', 'disconnect' or 'drop'"
+            )
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError(f"{where}: [server] tls_cert and tls_key go together")
     return config
 
 
@@ -249,10 +269,13 @@ def from_mapping(data: Mapping[str, Any], where: str, base: Config | None = None
             for name, ns_table in table.items():
                 if not isinstance(ns_table, Mapping):
                     raise ConfigError(f"{where}: [namespaces.{name}] must be a table")
-                namespaces[name] = _section(
-                    NamespaceConfig, ns_table, f"[namespaces.{name}]",
-                    namespaces.get(name),
-                )
+                try:
+                    namespaces[name] = _section(
+                        NamespaceConfig, ns_table, f"[namespaces.{name}]",
+                        namespaces.get(name),
+                    )
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
             changes["namespaces"] = types.MappingProxyType(namespaces)
             continue
         cls = SECTIONS.get(section)

@@ -44,6 +44,8 @@ from protocol.messages import (
 from server import log
 from server.auth import ANONYMOUS, Identity
 from server.keepalive import Due, Timers
+from server.limits import publication_size
+from server.ratelimit import ABUSE, ADMIT, CommandLimiter
 from server.session import Session, State
 from server.wire import Format, encode_for
 
@@ -66,11 +68,13 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "client_id",
+        "counted",
         "dropped",
         "fmt",
         "identity",
         "info",
         "kind",
+        "limiter",
         "node",
         "out",
         "out_room",
@@ -94,7 +98,8 @@ class Connection:
         self.peer = peer
         self.ws: ServerProtocol | None = None  # the websockets Sans-I/O protocol, on WS
         self.session = Session()
-        self.timers = Timers(node.clock(), node.config.limits.handshake_timeout)
+        now = node.clock()
+        self.timers = Timers(now, node.config.limits.handshake_timeout)
         self.client_id = ""
         self.identity: Identity = ANONYMOUS
         self.info: ClientInfo | None = None
@@ -104,6 +109,9 @@ class Connection:
         self.out_room = node.config.limits.outbound_buffer
         self.dropped: dict[str, int] = {}
         self.writable = True
+        limits = node.config.limits
+        self.limiter = CommandLimiter(limits.messages_per_second, limits.message_burst, now)
+        self.counted = False  # counts against max_connections (set by Node.accept)
 
     # -- output ------------------------------------------------------------
 
@@ -162,13 +170,13 @@ class Connection:
     def _overflow(self, channel: str) -> None:
         node = self.node
         policy = node.slow_consumer_policy(channel)
-        node.metrics.limited.labels("outbound_buffer").inc()
+        node.limits.hit("outbound_buffer")  # metric now, aggregated log line later
         if policy == "drop":
             self.dropped[channel] = self.dropped.get(channel, 0) + 1
             node.stats.dropped += 1
             node.lagging.add(self)
             return
-        log.warning("slow_consumer", client=self.client_id, peer=self.peer)
+        log.debug("slow_consumer", client=self.client_id, peer=self.peer)
         self.disconnect(DisconnectCode.SLOW_CONSUMER, abort_after=1.0)
 
     # -- closing -----------------------------------------------------------
@@ -203,7 +211,7 @@ class Connection:
         self.writable = False
         transport = self.transport
         transport.close()
-        if (abort_after >= 0 and not transport.is_closing()) or transport.get_write_buffer_size():
+        if abort_after >= 0 and transport.get_write_buffer_size():
             asyncio.get_running_loop().call_later(abort_after, transport.abort)
 
     def closed(self) -> None:
@@ -236,6 +244,10 @@ class Connection:
     def tick(self, now: float) -> None:
         """Run the connection's timers (called by the node's sweeper)."""
         limits = self.node.config.limits
+        expires = self.identity.expires
+        if expires is not None and expires <= time.time():
+            self.disconnect(DisconnectCode.UNAUTHORIZED, "token expired")
+            return
         due = self.timers.poll(now, limits.ping_interval, limits.ping_timeout)
         if due is Due.NOTHING:
             return
@@ -245,9 +257,6 @@ class Connection:
             self.disconnect(DisconnectCode.STALE, abort_after=0.5)
         else:
             self.send(push_ping())
-        expires = self.identity.expires
-        if expires is not None and expires <= time.time():
-            self.disconnect(DisconnectCode.UNAUTHORIZED, "token expired")
 
     # -- commands ----------------------------------------------------------
 
@@ -338,7 +347,7 @@ class Connection:
         try:
             await hub.acquire(channel)
         except BaseException:
-            del self.subs[channel]
+            self.subs.pop(channel, None)
             raise
         try:
             reply: Reply = {"channel": channel}
@@ -360,8 +369,9 @@ class Connection:
             if ns.presence and self.info is not None:
                 await node.broker.add_presence(channel, self.info)
         except BaseException:
-            del self.subs[channel]
-            hub.release(self, channel)
+            if channel in self.subs:  # else closed() already released it
+                del self.subs[channel]
+                hub.release(self, channel)
             raise
         if self.session.state is not State.OPEN:
             return reply  # closed while waiting: closed() released it
