@@ -207,12 +207,22 @@ def reply_error(
 
 
 def push_pub(
-    channel: str, data: Any, offset: int | None = None, sender: dict[str, str] | None = None
+    channel: str,
+    data: Any,
+    offset: int | None = None,
+    sender: dict[str, str] | None = None,
+    epoch: str | None = None,
 ) -> dict[str, Any]:
-    """A ``pub`` push; ``sender`` is the ``from`` field (client, user)."""
+    """A ``pub`` push; ``sender`` is the ``from`` field (client, user).
+
+    ``epoch`` (an addition to PROTOCOL.md) comes with ``offset`` on channels
+    with history, so a client can tell a history restart from a duplicate.
+    """
     msg: dict[str, Any] = {"push": "pub", "channel": channel, "data": data}
     if offset is not None:
         msg["offset"] = offset
+        if epoch is not None:
+            msg["epoch"] = epoch
     if sender is not None:
         msg["from"] = sender
     return msg

@@ -44,7 +44,6 @@ from protocol.messages import (
 from server import log
 from server.auth import ANONYMOUS, Identity
 from server.keepalive import Due, Timers
-from server.limits import publication_size
 from server.ratelimit import ABUSE, ADMIT, CommandLimiter
 from server.session import Session, State
 from server.wire import Format, encode_for
@@ -59,7 +58,9 @@ Reply = dict[str, Any]
 
 
 def _pub_wire(pub: Publication) -> dict[str, Any]:
-    return push_pub(pub.channel, pub.data, pub.offset, pub.sender.sender() if pub.sender else None)
+    return push_pub(
+        pub.channel, pub.data, pub.offset, pub.sender.sender() if pub.sender else None, pub.epoch
+    )
 
 
 class Connection:
@@ -269,11 +270,18 @@ class Connection:
             if self.session.state is State.CONNECTING:
                 self.disconnect(DisconnectCode.PROTOCOL_ERROR, exc.message)
                 return
-            self._answer_error(exc.command_id, exc, message.get("op"))
-            self.node.metrics.command(str(message.get("op"))[:32], "400", 0.0)
+            bad_op = message.get("op")
+            # Bounded metric label values, whatever the client sent as op.
+            label = bad_op if isinstance(bad_op, str) and bad_op in _KNOWN_OPS else "unknown"
+            if not self._admit(exc.command_id, bad_op, label):
+                return
+            self._answer_error(exc.command_id, exc, bad_op)
+            self.node.metrics.command(label, "400", 0.0)
             return
         self.timers.activity()
         op = _OPS[type(command)]
+        if op != "pong" and not self._admit(command.id, op, op):  # §2: pong is free
+            return
         if self.session.state is not State.OPEN and op != "connect":
             if self.session.state is State.CONNECTING:
                 self.disconnect(DisconnectCode.PROTOCOL_ERROR, "connect first")
@@ -296,6 +304,23 @@ class Connection:
             log.error("command_failed", exc_info=True, op=op, client=self.client_id)
             self._answer_error(command.id, CommandError(ErrorCode.INTERNAL, "internal error"), op)
         self.node.metrics.command(op, result, time.perf_counter() - started)
+
+    def _admit(self, command_id: int | None, op: Any, label: str) -> bool:
+        """Charge one command to the token bucket (PROTOCOL.md §2, §5): False when
+        it was refused with 429, or the connection was cut for abuse (3006)."""
+        verdict = self.limiter.check(self.node.clock())
+        if verdict == ADMIT:
+            return True
+        node = self.node
+        if verdict == ABUSE:
+            node.limits.hit("rate_abuse")
+            self.disconnect(DisconnectCode.RATE_LIMIT_ABUSE, after=self.limiter.refill_ms)
+            return False
+        node.limits.hit("rate")
+        exc = CommandError(ErrorCode.RATE_LIMITED, "rate limited", extra={"retry_after": verdict})
+        self._answer_error(command_id, exc, op)
+        node.metrics.command(label, "429", 0.0)
+        return False
 
     def _answer_error(self, command_id: int | None, exc: CommandError, op: Any) -> None:
         if command_id is not None:
@@ -402,6 +427,8 @@ class Connection:
             raise CommandError(ErrorCode.FORBIDDEN, "token does not allow publishing here")
         if node.draining:
             raise CommandError(ErrorCode.UNAVAILABLE, "node draining")
+        if ns.max_publication or ns.publish_rate:
+            node.check_publication(channel, ns, cmd.data, client=True)
         position = await node.broker.publish(
             channel, cmd.data, options=node.channel_options(channel), sender=self.info
         )
@@ -461,3 +488,4 @@ _OPS: dict[type[Command], str] = {
     Publish: "publish", Presence: "presence", History: "history", Ping: "ping",
     Pong: "pong", Refresh: "refresh",
 }
+_KNOWN_OPS = frozenset(_OPS.values())

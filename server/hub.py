@@ -175,5 +175,5 @@ class Hub:
 
 def _pub_message(pub: Publication) -> dict[str, object]:
     return push_pub(
-        pub.channel, pub.data, pub.offset, pub.sender.sender() if pub.sender else None
+        pub.channel, pub.data, pub.offset, pub.sender.sender() if pub.sender else None, pub.epoch
     )
