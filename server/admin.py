@@ -8,6 +8,8 @@ hand. Routes:
 - ``GET /metrics``: Prometheus text exposition.
 - ``POST /api/publish``: ``{"channel", "data"}`` with ``Authorization: Bearer
   <api key>``; 401 without the key, 404 when no key is configured.
+- ``GET /api/nodes``: the live nodes of the cluster (the broker's registry),
+  same key rules; ``{"node": <this node>, "nodes": [{"node", "started", ...}]}``.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ async def _route(node: Node, request: h11.Request, body: bytes) -> Response:
         if method != "POST":
             return _json(405, {"error": "use POST"})
         return await _api_publish(node, request, body)
+    if path == "/api/nodes" and method in ("GET", "HEAD"):
+        return await _api_nodes(node, request)
     return _json(404, {"error": "not found"})
 
 
@@ -146,6 +150,7 @@ async def _api_publish(node: Node, request: h11.Request, body: bytes) -> Respons
         return _json(400, {"error": "body needs a valid channel and data"})
     assert isinstance(channel, str)
     try:
+        node.check_publication(channel, node.namespace(channel), message["data"], client=False)
         position = await node.broker.publish(
             channel, message["data"], options=node.channel_options(channel)
         )
@@ -157,3 +162,18 @@ async def _api_publish(node: Node, request: h11.Request, body: bytes) -> Respons
     if position is None:
         return _json(200, {})
     return _json(200, {"offset": position.offset, "epoch": position.epoch})
+
+
+async def _api_nodes(node: Node, request: h11.Request) -> Response:
+    """The cluster's live nodes as the broker's registry knows them (docs/clustering.md)."""
+    if not node.config.auth.api_key:
+        return _json(404, {"error": "the server API is disabled (no [auth] api_key)"})
+    if not authorized(node, request):
+        return _json(401, {"error": "missing or wrong API key"})
+    try:
+        nodes = await node.broker.nodes()
+    except CommandError as exc:
+        return _json(int(exc.code), {"error": exc.message})
+    if not nodes:  # an engine without a registry: a single node
+        nodes = [{"node": node.node_id, "started": node.started_at}]
+    return _json(200, {"node": node.node_id, "nodes": nodes})

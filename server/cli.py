@@ -2,7 +2,9 @@
 
 ``hubbub serve`` runs one node on uvloop; ``hubbub --version`` prints the
 version. Bad flags print usage and exit 2; a bad config or a busy port prints
-one line and exits 1; a drained node exits 0.
+one line and exits 1; a drained node exits 0. SIGTERM/SIGINT drain (a second
+one closes at once); SIGHUP re-reads the config file and applies what can
+change live (server.reload, docs/limits.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from server import log
@@ -60,27 +63,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        return uvloop.run(serve(config))
+        return uvloop.run(serve(config, lambda: load(args.config, os.environ, flags)))
     except KeyboardInterrupt:  # pragma: no cover - signal handlers catch SIGINT
         return 0
 
 
-async def serve(config: Config) -> int:
-    """Run a node until it has drained after a signal."""
+async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """Run a node until it has drained after a signal; SIGHUP applies
+    ``reread()`` (the config file again) with :meth:`Node.reload`."""
     from cluster.factory import make_broker
     from server.node import Node
 
     broker = make_broker(config.broker.redis, node_id=config.server.node_id or "")
     node = Node(config, broker)
-    try:
-        await node.start()
-    except OSError as exc:
-        log.error("cannot_listen", error=exc.strerror or str(exc))
-        return 1
     loop = asyncio.get_running_loop()
     signals = {"count": 0}
+    # Signals before the node is up (it logs `listening` from inside start, and
+    # a supervisor may signal at once) are acted on as soon as it is.
+    early: list[str] | None = []
 
     def on_signal(signame: str) -> None:
+        if early is not None:
+            early.append(signame)
+            return
         signals["count"] += 1
         if signals["count"] == 1:
             log.info("signal", signal=signame, action="drain")
@@ -89,8 +94,37 @@ async def serve(config: Config) -> int:
             log.info("signal", signal=signame, action="close now")
             node.spawn_root(node.stop())
 
+    def on_reload() -> None:
+        if early is not None:
+            early.append("SIGHUP")
+            return
+        if reread is None or node.draining:
+            return
+        log.info("signal", signal="SIGHUP", action="reload")
+        try:
+            fresh = reread()
+        except ConfigError as exc:
+            log.error("reload_failed", error=str(exc))  # keep running as configured
+            return
+        node.reload(fresh)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    try:
+        await node.start()
+    except OSError as exc:
+        log.error("cannot_listen", error=exc.strerror or str(exc))
+        return 1
+    except ConfigError as exc:
+        log.error("config_error", error=str(exc))
+        return 1
+    pending, early = early or [], None
+    for signame in pending:
+        if signame == "SIGHUP":
+            on_reload()
+        else:
+            on_signal(signame)
     await node.wait_stopped()
     return 0
 

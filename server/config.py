@@ -151,10 +151,11 @@ def _types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a field's type; strings from env/CLI are parsed."""
+def _convert(value: Any, hint: Any, where: str, text: bool = False) -> Any:
+    """Check ``value`` against a field's type; strings from env/CLI (``text``)
+    are parsed, while a TOML file must give the real type."""
     if hint is bool:
-        if isinstance(value, str):
+        if text and isinstance(value, str):
             low = value.strip().lower()
             if low in ("1", "true", "yes", "on"):
                 return True
@@ -164,7 +165,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, str):
+        if text and isinstance(value, str):
             try:
                 value = int(value.strip())
             except ValueError:
@@ -173,7 +174,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, str):
+        if text and isinstance(value, str):
             try:
                 value = float(value.strip())
             except ValueError:
@@ -186,7 +187,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if typing.get_origin(hint) is tuple:
-        if isinstance(value, str):
+        if text and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
@@ -194,13 +195,15 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise AssertionError(f"unsupported config type {hint!r}")  # pragma: no cover
 
 
-def _section(cls: type, table: Mapping[str, Any], where: str, base: Any = None) -> Any:
+def _section(
+    cls: type, table: Mapping[str, Any], where: str, base: Any = None, text: bool = False
+) -> Any:
     hints = _types(cls)
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in hints:
             raise ConfigError(f"{where}: unknown key {key!r}")
-        values[key] = _convert(value, hints[key], f"{where}.{key}")
+        values[key] = _convert(value, hints[key], f"{where}.{key}", text)
     if base is not None:
         return dataclasses.replace(base, **values)
     return cls(**values)
@@ -257,8 +260,11 @@ def validate(config: Config, where: str) -> Config:
     return config
 
 
-def from_mapping(data: Mapping[str, Any], where: str, base: Config | None = None) -> Config:
-    """Build a config from a TOML-shaped mapping, over ``base`` (defaults)."""
+def from_mapping(
+    data: Mapping[str, Any], where: str, base: Config | None = None, *, text: bool = False
+) -> Config:
+    """Build a config from a TOML-shaped mapping, over ``base`` (defaults);
+    ``text``: values are strings to parse (environment, command line)."""
     config = base or Config()
     changes: dict[str, Any] = {}
     for section, table in data.items():
@@ -272,7 +278,7 @@ def from_mapping(data: Mapping[str, Any], where: str, base: Config | None = None
                 try:
                     namespaces[name] = _section(
                         NamespaceConfig, ns_table, f"[namespaces.{name}]",
-                        namespaces.get(name),
+                        namespaces.get(name), text,
                     )
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
@@ -284,7 +290,9 @@ def from_mapping(data: Mapping[str, Any], where: str, base: Config | None = None
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: [{section}] must be a table")
         try:
-            changes[section] = _section(cls, table, f"[{section}]", getattr(config, section))
+            changes[section] = _section(
+                cls, table, f"[{section}]", getattr(config, section), text
+            )
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return dataclasses.replace(config, **changes)
@@ -325,7 +333,7 @@ def load(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         config = from_mapping(data, path, config)
-    config = from_mapping(from_env(env), "environment", config)
+    config = from_mapping(from_env(env), "environment", config, text=True)
     if flags:
         table: dict[str, dict[str, Any]] = {}
         for key, value in flags.items():
@@ -333,5 +341,5 @@ def load(
                 continue
             section, field_name = FLAG_KEYS[key]
             table.setdefault(section, {})[field_name] = value
-        config = from_mapping(table, "command line", config)
+        config = from_mapping(table, "command line", config, text=True)
     return validate(config, path or "configuration")

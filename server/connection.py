@@ -162,6 +162,15 @@ class Connection:
         if self.dropped and backlog <= limit // 2:
             self.send_lag()
 
+    async def wait_written(self, writer: asyncio.StreamWriter) -> None:
+        """The client is not reading its replies: flush, and wait until the
+        transport has written most of its buffer before the transport reads
+        the next command (DESIGN.md "Backpressure"). The client's kernel window
+        closes and it slows down; one that never reads is cut by the keepalive
+        (3003), as none of its commands is processed meanwhile."""
+        self.flush()
+        await writer.drain()
+
     def send_lag(self) -> None:
         """Tell the client what the drop policy skipped, once it has caught up."""
         dropped, self.dropped = self.dropped, {}
@@ -192,8 +201,16 @@ class Connection:
     ) -> None:
         """Send the ``disconnect`` push (and a WebSocket close), then close.
 
-        The transport closes once its buffer is flushed, or is aborted after
-        ``abort_after`` seconds if the peer does not read.
+        On plain TCP (WebSocket included) the node half-closes: the FIN goes
+        out after the queued bytes and the transport's read loop drops what the
+        client still sends until it closes (:meth:`linger`). Closing with
+        unread input would reset the connection, and a reset can destroy the
+        disconnect push in the client's buffers (asyncio's StreamReader raises
+        before returning buffered data), losing its ``after``. A client that
+        does not read or does not close is aborted after ``abort_after``
+        seconds (< 0: never; the drain's deadline does it). Over TLS, which
+        cannot half-close, the transport closes once its buffer is flushed.
+        The client leaves its channels at once.
         """
         state = self.session.state
         if state is State.CLOSING or state is State.CLOSED:
@@ -210,10 +227,28 @@ class Connection:
         self.session.to(State.CLOSING)
         self.flush()
         self.writable = False
+        self._release_channels()
         transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+            if abort_after >= 0:
+                asyncio.get_running_loop().call_later(abort_after, transport.abort)
+            return
         transport.close()
         if abort_after >= 0 and transport.get_write_buffer_size():
             asyncio.get_running_loop().call_later(abort_after, transport.abort)
+
+    async def linger(self, reader: asyncio.StreamReader) -> None:
+        """After :meth:`disconnect`: drop the client's input until it closes (or
+        is aborted), then close, so the close is not a reset."""
+        transport = self.transport
+        if not transport.is_closing():
+            try:
+                while await reader.read(65536):
+                    pass
+            except (ConnectionError, OSError):
+                pass
+        transport.close()
 
     def closed(self) -> None:
         """The transport is gone: leave every channel and presence."""
@@ -222,13 +257,16 @@ class Connection:
         self.session.to(State.CLOSED)
         self.writable = False
         self.out.clear()
+        self._release_channels()
+        self.node.forget(self)
+
+    def _release_channels(self) -> None:
         node = self.node
         node.lagging.discard(self)
         for channel in self.subs:
             node.hub.release(self, channel)
             node.spawn(self._leave(channel))
         self.subs = {}
-        node.forget(self)
 
     async def _leave(self, channel: str) -> None:
         ns = self.node.namespace(channel)
@@ -244,17 +282,22 @@ class Connection:
 
     def tick(self, now: float) -> None:
         """Run the connection's timers (called by the node's sweeper)."""
+        if not self.writable:
+            return  # disconnected, flushing: no timers left
         limits = self.node.config.limits
         expires = self.identity.expires
         if expires is not None and expires <= time.time():
+            self.node.limits.hit("token_expired")
             self.disconnect(DisconnectCode.UNAUTHORIZED, "token expired")
             return
         due = self.timers.poll(now, limits.ping_interval, limits.ping_timeout)
         if due is Due.NOTHING:
             return
         if due is Due.HANDSHAKE:
+            self.node.limits.hit("handshake_timeout")
             self.disconnect(DisconnectCode.PROTOCOL_ERROR, "no connect in time")
         elif due is Due.STALE:
+            self.node.limits.hit("ping_timeout")
             self.disconnect(DisconnectCode.STALE, abort_after=0.5)
         else:
             self.send(push_ping())
@@ -273,15 +316,20 @@ class Connection:
             bad_op = message.get("op")
             # Bounded metric label values, whatever the client sent as op.
             label = bad_op if isinstance(bad_op, str) and bad_op in _KNOWN_OPS else "unknown"
-            if not self._admit(exc.command_id, bad_op, label):
+            verdict = self.limiter.check(self.node.clock())
+            if verdict != ADMIT:
+                self._refuse(verdict, exc.command_id, bad_op, label)
                 return
             self._answer_error(exc.command_id, exc, bad_op)
             self.node.metrics.command(label, "400", 0.0)
             return
         self.timers.activity()
         op = _OPS[type(command)]
-        if op != "pong" and not self._admit(command.id, op, op):  # §2: pong is free
-            return
+        if op != "pong":  # PROTOCOL.md §2: pong never counts against the limit
+            verdict = self.limiter.check(self.node.clock())
+            if verdict != ADMIT:
+                self._refuse(verdict, command.id, op, op)
+                return
         if self.session.state is not State.OPEN and op != "connect":
             if self.session.state is State.CONNECTING:
                 self.disconnect(DisconnectCode.PROTOCOL_ERROR, "connect first")
@@ -295,7 +343,9 @@ class Connection:
         except CommandError as exc:
             result = str(int(exc.code))
             self._answer_error(command.id, exc, op)
-            if op == "connect":
+            if op == "connect" and self.session.state is State.CONNECTING:
+                # A refused handshake ends the connection (PROTOCOL.md §5: 401 → 3005);
+                # a second connect on an open session only gets its 400.
                 code = (DisconnectCode.UNAUTHORIZED if exc.code == ErrorCode.UNAUTHORIZED
                         else DisconnectCode.PROTOCOL_ERROR)
                 self.disconnect(code, exc.message)
@@ -305,22 +355,18 @@ class Connection:
             self._answer_error(command.id, CommandError(ErrorCode.INTERNAL, "internal error"), op)
         self.node.metrics.command(op, result, time.perf_counter() - started)
 
-    def _admit(self, command_id: int | None, op: Any, label: str) -> bool:
-        """Charge one command to the token bucket (PROTOCOL.md §2, §5): False when
-        it was refused with 429, or the connection was cut for abuse (3006)."""
-        verdict = self.limiter.check(self.node.clock())
-        if verdict == ADMIT:
-            return True
+    def _refuse(self, verdict: int, command_id: int | None, op: Any, label: str) -> None:
+        """A command the token bucket refused (PROTOCOL.md §2, §5): 429 with
+        ``retry_after``, or the abuse rule's 3006 (server.ratelimit)."""
         node = self.node
         if verdict == ABUSE:
             node.limits.hit("rate_abuse")
             self.disconnect(DisconnectCode.RATE_LIMIT_ABUSE, after=self.limiter.refill_ms)
-            return False
+            return
         node.limits.hit("rate")
         exc = CommandError(ErrorCode.RATE_LIMITED, "rate limited", extra={"retry_after": verdict})
         self._answer_error(command_id, exc, op)
         node.metrics.command(label, "429", 0.0)
-        return False
 
     def _answer_error(self, command_id: int | None, exc: CommandError, op: Any) -> None:
         if command_id is not None:

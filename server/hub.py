@@ -104,11 +104,13 @@ class Hub:
                 if ch.refs == 0 and self.channels.get(ch.name) is ch:
                     del self.channels[ch.name]
                 return
+            # Cleared before the await: a subscriber arriving while UNSUBSCRIBE is
+            # in flight must wait for the lock and subscribe again, not trust it.
+            ch.subscribed = False
             try:
                 await self.broker.unsubscribe(ch.name)
             except Exception:
                 log.warning("broker_unsubscribe_failed", channel=ch.name)
-            ch.subscribed = False
             if ch.refs == 0 and self.channels.get(ch.name) is ch:
                 del self.channels[ch.name]
 

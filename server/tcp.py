@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from protocol.codec import decode_msgpack
-from protocol.errors import ProtocolViolation
+from protocol.errors import FrameTooLarge, ProtocolViolation
 from protocol.frames import FrameDecoder
 from server.wire import Format
 
@@ -20,6 +20,8 @@ async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.St
     """Read large chunks, decode frames, hand each message to the connection."""
     transport = writer.transport
     conn = node.accept(transport, "tcp", Format.TCP)  # type: ignore[arg-type]
+    if not conn.counted:
+        node.refuse(conn)  # a connection limit (3007) or a drain: before reading anything
     decoder = FrameDecoder(node.config.limits.max_frame)
     stats_in = node.stats.bytes_in
     try:
@@ -34,13 +36,22 @@ async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.St
                     await conn.handle(decode_msgpack(payload))
                     if not conn.writable:
                         break
+                    pending = conn.out_size + transport.get_write_buffer_size()
+                    if pending > node.config.limits.outbound_buffer:
+                        await conn.wait_written(writer)
             except ProtocolViolation as exc:
+                if isinstance(exc, FrameTooLarge):
+                    node.limits.hit("max_frame")
                 conn.disconnect(exc.code, exc.reason)
                 break
     except (ConnectionError, OSError):
         pass
     finally:
-        if conn.writable:
-            conn.flush()
-            transport.close()
-        conn.closed()
+        try:
+            if conn.writable:
+                conn.flush()
+                transport.close()
+            else:
+                await conn.linger(reader)  # disconnected: half-closed, drop input
+        finally:
+            conn.closed()

@@ -11,7 +11,9 @@ decoded by their frame type (binary: msgpack, text: JSON).
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,6 +24,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from protocol.codec import SUBPROTOCOLS, Encoding, decode_json, decode_msgpack
+from protocol.codes import WS_MESSAGE_TOO_BIG
 from protocol.errors import ProtocolViolation
 from server.wire import Format
 
@@ -45,9 +48,20 @@ def _select_subprotocol(
     return None
 
 
-def _origins(node: Node) -> list[str | None] | None:
+def _origins(node: Node) -> list[str | re.Pattern[str] | None] | None:
+    """``[auth] allowed_origins`` for the protocol (a refusal is a 403 at the
+    handshake): exact origins, or globs with ``*`` (``https://*.example.com``).
+    A request without an Origin header is let through: only browsers send one,
+    and the check exists to stop other sites' pages, not non-browser clients
+    (which could send any Origin). None when the list is empty: any origin."""
     allowed = node.config.auth.allowed_origins
-    return None if not allowed else [*allowed]
+    if not allowed:
+        return None
+    origins: list[str | re.Pattern[str] | None] = [
+        re.compile(fnmatch.translate(o)) if "*" in o else o for o in allowed
+    ]
+    origins.append(None)
+    return origins
 
 
 def _flush_protocol(conn: Connection, ws: ServerProtocol) -> bool:
@@ -87,6 +101,13 @@ async def serve_ws(node: Node, reader: asyncio.StreamReader, writer: asyncio.Str
             for event in ws.events_received():
                 if isinstance(event, Request):
                     _handshake(conn, ws, event)
+                    if not conn.counted and ws.state is WsState.OPEN:
+                        # A connection limit (3007) or a drain, decided at
+                        # accept: told right after the 101, so a browser
+                        # sees the close code.
+                        _flush_protocol(conn, ws)
+                        node.refuse(conn)
+                        break
                     continue
                 if not isinstance(event, Frame):
                     continue
@@ -113,20 +134,34 @@ async def serve_ws(node: Node, reader: asyncio.StreamReader, writer: asyncio.Str
                 await conn.handle(message)
                 if not conn.writable:
                     break
+                pending = conn.out_size + transport.get_write_buffer_size()
+                if pending > node.config.limits.outbound_buffer:
+                    await conn.wait_written(writer)
             if conn.writable and _flush_protocol(conn, ws):
                 break  # close handshake done, handshake refused, or protocol error
             if ws.state is WsState.CLOSED or ws.close_expected():
                 break
+            # Pongs to WebSocket pings are output too: a client that floods
+            # pings without reading is not read further either.
+            pending = conn.out_size + transport.get_write_buffer_size()
+            if conn.writable and pending > node.config.limits.outbound_buffer:
+                await conn.wait_written(writer)
     except (ConnectionError, OSError):
         pass
     finally:
-        if conn.writable:
-            if ws.parser_exc is not None and ws.state is not WsState.CONNECTING:
-                code = ws.close_sent.code if ws.close_sent is not None else 1002
-                node.metrics.disconnects.labels(str(code)).inc()
-            conn.flush()
-            transport.close()
-        conn.closed()
+        try:
+            if conn.writable:
+                if ws.parser_exc is not None and ws.state is not WsState.CONNECTING:
+                    code = ws.close_sent.code if ws.close_sent is not None else 1002
+                    node.metrics.disconnects.labels(str(code)).inc()
+                    if code == WS_MESSAGE_TOO_BIG:
+                        node.limits.hit("max_frame")
+                conn.flush()
+                transport.close()
+            else:
+                await conn.linger(reader)  # disconnected: half-closed, drop input
+        finally:
+            conn.closed()
 
 
 def _handshake(conn: Connection, ws: ServerProtocol, request: Request) -> None:
@@ -142,5 +177,5 @@ def _handshake(conn: Connection, ws: ServerProtocol, request: Request) -> None:
     if response.status_code == 101:
         conn.fmt = Format.WS_BINARY if ws.subprotocol == Encoding.MSGPACK.value else Format.WS_TEXT
     elif response.status_code == 403:
-        conn.node.metrics.limited.labels("origin").inc()
+        conn.node.limits.hit("origin")
 

@@ -1,0 +1,239 @@
+"""server.config: defaults of PROTOCOL.md §8, source precedence, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from server.config import Config, ConfigError, NamespaceConfig, from_mapping, load
+from tests.procs import ROOT
+
+#: Every key of PROTOCOL.md §8 with its documented default.
+SPEC_DEFAULTS: dict[str, dict[str, object]] = {
+    "server": {"tcp": "0.0.0.0:7400", "ws": "0.0.0.0:7401", "admin": "127.0.0.1:7402",
+               "node_id": ""},
+    "broker": {"redis": ()},
+    "limits": {
+        "max_frame": 65536,
+        "messages_per_second": 100,
+        "message_burst": 200,
+        "max_subscriptions": 1000,
+        "max_connections": 0,
+        "max_connections_per_ip": 0,
+        "outbound_buffer": 1048576,
+        "slow_consumer": "disconnect",
+        "handshake_timeout": 5.0,
+        "ping_interval": 25.0,
+        "ping_timeout": 10.0,
+        "drain_timeout": 30.0,
+    },
+    "auth": {"anonymous": True, "hmac_secret": "", "api_key": "", "allowed_origins": ()},
+}
+NAMESPACE_DEFAULTS: dict[str, object] = {
+    "history_size": 0,
+    "history_ttl": 300,
+    "presence": False,
+    "join_leave": False,
+    "client_publish": True,
+    "anonymous": True,
+}
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "hubbub.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("config", [Config(), load(None, {}, {})], ids=["dataclass", "load"])
+def test_defaults_match_the_protocol(config: Config) -> None:
+    for section, keys in SPEC_DEFAULTS.items():
+        table = getattr(config, section)
+        for key, value in keys.items():
+            assert getattr(table, key) == value, f"[{section}] {key}"
+    ns = config.namespace("chat")
+    for key, value in NAMESPACE_DEFAULTS.items():
+        assert getattr(ns, key) == value, f"[namespaces.chat] {key}"
+
+
+def test_types_of_defaults() -> None:
+    lim = Config().limits
+    assert type(lim.max_frame) is int and type(lim.handshake_timeout) is float
+
+
+def test_toml_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[server]
+tcp = "127.0.0.1:1001"
+ws = "127.0.0.1:1002"
+admin = "127.0.0.1:1003"
+[limits]
+max_frame = 1000
+ping_interval = 3
+[broker]
+redis = ["redis://file:6379/0"]
+""")
+    env = {
+        "HUBBUB_WS": "127.0.0.1:2002",
+        "HUBBUB_TCP": "127.0.0.1:2001",
+        "HUBBUB_LIMITS_MAX_FRAME": "2000",
+        "HUBBUB_AUTH_ANONYMOUS": "false",
+        "HUBBUB_REDIS": "redis://env-a:6379/0, redis://env-b:6379/0",
+        "PATH": "/usr/bin",  # not ours: ignored
+    }
+    config = load(path, env, {"tcp": "127.0.0.1:3001", "node_id": None})
+    assert config.server.tcp == "127.0.0.1:3001"  # flag over env over file
+    assert config.server.ws == "127.0.0.1:2002"  # env over file
+    assert config.server.admin == "127.0.0.1:1003"  # file over default
+    assert config.limits.max_frame == 2000
+    assert config.limits.ping_interval == 3.0 and type(config.limits.ping_interval) is float
+    assert config.limits.ping_timeout == 10.0  # default kept
+    assert config.auth.anonymous is False
+    assert config.broker.redis == ("redis://env-a:6379/0", "redis://env-b:6379/0")
+    flagged = load(path, env, {"redis": ["redis://flag:1/0"]})
+    assert flagged.broker.redis == ("redis://flag:1/0",)
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[limits]\nmax_subscriptions = 7\n")
+    assert load(None, {"HUBBUB_CONFIG": path}).limits.max_subscriptions == 7
+
+
+def test_repeated_tables_merge_over_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "[namespaces.chat]\npresence = true\n")
+    ns = load(path).namespace("chat")
+    assert ns.presence is True and ns.history_ttl == 300.0
+
+
+def test_shipped_config_loads() -> None:
+    config = load(str(ROOT / "configs" / "hubbub.toml"), {})
+    chat = config.namespace("chat")
+    assert chat.history_size == 100 and chat.presence and chat.join_leave
+    assert config.namespace("other") == config.namespace("default")
+    assert config.limits.max_frame == 65536
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        ("[limits]\nmax_frames = 1\n", "max_frames"),
+        ("[server]\nport = 1\n", "port"),
+        ("[limitz]\nmax_frame = 1\n", "limitz"),
+        ("[namespaces.chat]\nhistroy_size = 1\n", "histroy_size"),
+        ("limits = 3\n", "limits"),
+        ("[namespaces]\nchat = 1\n", "chat"),
+    ],
+    ids=["key", "server-key", "section", "namespace-key", "section-not-table", "ns-not-table"],
+)
+def test_unknown_keys_are_refused_naming_key_and_file(
+    tmp_path: Path, toml: str, names: str
+) -> None:
+    path = write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load(path, {})
+    assert names in str(info.value) and path in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        ('[limits]\nmax_frame = "big"\n', "max_frame"),
+        ("[limits]\nmax_frame = 1.5\n", "max_frame"),
+        ("[limits]\nmax_frame = true\n", "max_frame"),
+        ('[limits]\nping_interval = "soon"\n', "ping_interval"),
+        ('[auth]\nanonymous = "yes"\n', "anonymous"),
+        ("[auth]\napi_key = 5\n", "api_key"),
+        ('[broker]\nredis = "redis://x:1/0"\n', "redis"),
+        ("[broker]\nredis = [1]\n", "redis"),
+        ('[namespaces.chat]\npresence = "on"\n', "presence"),
+        ("[namespaces.chat]\nhistory_size = 1.0\n", "history_size"),
+    ],
+)
+def test_bad_types_are_refused_naming_key_and_file(
+    tmp_path: Path, toml: str, names: str
+) -> None:
+    path = write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load(path, {})
+    assert names in str(info.value) and path in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        ('[limits]\nslow_consumer = "explode"\n', "slow_consumer"),
+        ("[limits]\nmax_frame = 0\n", "max_frame"),
+        ("[limits]\nping_interval = 0\n", "ping_interval"),
+        ("[limits]\nhandshake_timeout = -1\n", "handshake_timeout"),
+        ("[limits]\nmax_connections = -1\n", "max_connections"),
+        ('[server]\ntcp = "nowhere"\n', "tcp"),
+        ('[server]\nws = "host:99999"\n', "ws"),
+        ('[server]\nlog_level = "loud"\n', "log_level"),
+        ('[broker]\nredis = ["http://x"]\n', "redis"),
+        ("[namespaces.chat]\nhistory_size = -1\n", "history_size"),
+    ],
+)
+def test_bad_values_are_refused_naming_key_and_file(
+    tmp_path: Path, toml: str, names: str
+) -> None:
+    path = write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load(path, {})
+    assert names in str(info.value) and path in str(info.value)
+
+
+def test_bad_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[limits\n")
+    with pytest.raises(ConfigError, match="TOML") as info:
+        load(path, {})
+    assert path in str(info.value)
+    missing = str(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError) as info:
+        load(missing, {})
+    assert missing in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"HUBBUB_LIMITS_NOPE": "1"}, "HUBBUB_LIMITS_NOPE"),
+        ({"HUBBUB_NOPE": "1"}, "HUBBUB_NOPE"),
+        ({"HUBBUB_LIMITS_MAX_FRAME": "big"}, "max_frame"),
+        ({"HUBBUB_AUTH_ANONYMOUS": "maybe"}, "anonymous"),
+        ({"HUBBUB_LIMITS_PING_TIMEOUT": "soon"}, "ping_timeout"),
+    ],
+)
+def test_bad_environment_is_refused_naming_the_variable(
+    env: dict[str, str], names: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, env)
+    assert names in str(info.value) and "environment" in str(info.value)
+
+
+def test_bad_flag_value_is_refused() -> None:
+    with pytest.raises(ConfigError, match="tcp"):
+        load(None, {}, {"tcp": "no-port"})
+
+
+def test_namespace_fallback() -> None:
+    bare = Config()
+    assert bare.namespace("anything") == NamespaceConfig()
+    config = from_mapping(
+        {"namespaces": {"default": {"presence": True}, "chat": {"history_size": 5}}}, "test"
+    )
+    assert config.namespace("chat").history_size == 5
+    assert config.namespace("chat").presence is False  # its own table, not default's
+    assert config.namespace("default").presence is True
+    assert config.namespace("unlisted").presence is True  # falls back to default's table
+    assert config.namespace("unlisted") is config.namespace("default")
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.limits.max_frame = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.namespaces["x"] = NamespaceConfig()  # type: ignore[index]
