@@ -85,6 +85,17 @@ class Recovery:
     recovered: bool
 
 
+@dataclass(frozen=True, slots=True)
+class BackendState:
+    """One backend of an engine (a Redis shard), as metrics show it."""
+
+    name: str
+    up: bool
+    subscriber_connected: bool
+    reconnects: int
+    reader_restarts: int
+
+
 class BrokerUnavailable(CommandError):
     """The broker cannot take the operation now (503): never a silent loss."""
 
@@ -127,6 +138,10 @@ class Broker(ABC):
     @abstractmethod
     def healthy(self) -> bool:
         """Whether every backend is reachable now (``/readyz``)."""
+
+    def backends(self) -> list[BackendState]:
+        """The state of each backend for metrics; none for a single-process engine."""
+        return []
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None:
@@ -203,3 +218,9 @@ class Broker(ABC):
     @abstractmethod
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
         """Tell every subscribed node that ``info`` left ``channel``."""
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The live nodes sharing this broker, each as it last reported itself
+        (``node`` id, ``started``, ``updated``, ...). An engine without a
+        registry (the in-memory one: a single node) knows none."""
+        return []

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -74,7 +76,10 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     from cluster.factory import make_broker
     from server.node import Node
 
-    broker = make_broker(config.broker.redis, node_id=config.server.node_id or "")
+    if not config.server.node_id:  # one random id, shared by the node and its broker
+        server = dataclasses.replace(config.server, node_id=secrets.token_hex(4))
+        config = dataclasses.replace(config, server=server)
+    broker = make_broker(config.broker.redis, node_id=config.server.node_id)
     node = Node(config, broker)
     loop = asyncio.get_running_loop()
     signals = {"count": 0}

@@ -81,6 +81,28 @@ class _StatsCollector(Collector):
         yield GaugeMetricFamily(
             "hubbub_draining", "1 while the node drains.", value=g["draining"]
         )
+        backends = g.get("backends", [])
+        up = GaugeMetricFamily(
+            "hubbub_broker_shard_up", "1 when the shard answers health checks.", labels=["shard"]
+        )
+        sub = GaugeMetricFamily(
+            "hubbub_broker_pubsub_connected", "1 while the shard's pub/sub connection is open.",
+            labels=["shard"],
+        )
+        reconnects = CounterMetricFamily(
+            "hubbub_broker_pubsub_reconnects", "Pub/sub (re)connections per shard.",
+            labels=["shard"],
+        )
+        restarts = CounterMetricFamily(
+            "hubbub_broker_reader_restarts", "Pub/sub reader tasks restarted after dying.",
+            labels=["shard"],
+        )
+        for b in backends:
+            up.add_metric([b.name], 1 if b.up else 0)
+            sub.add_metric([b.name], 1 if b.subscriber_connected else 0)
+            reconnects.add_metric([b.name], b.reconnects)
+            restarts.add_metric([b.name], b.reader_restarts)
+        yield from (up, sub, reconnects, restarts)
 
 
 class Metrics:

@@ -395,4 +395,5 @@ class Node:
             "channels": len(self.hub.channels),
             "broker_up": 1 if self.broker.healthy else 0,
             "draining": 1 if self.draining else 0,
+            "backends": self.broker.backends(),
         }
