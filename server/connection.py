@@ -153,7 +153,14 @@ class Connection:
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         transport = self.transport
-        transport.write(data)
+        try:
+            transport.write(data)
+        except RuntimeError:
+            # uvloop refuses writes once the peer is gone (asyncio ignores
+            # them); the read loop will notice and call closed(). Raising here
+            # would stop the node's flush of every other connection.
+            self.out_size = 0
+            return
         self.node.stats.bytes_out[self.kind] += len(data)
         backlog = transport.get_write_buffer_size()
         limit = self.node.config.limits.outbound_buffer
@@ -210,7 +217,7 @@ class Connection:
         does not read or does not close is aborted after ``abort_after``
         seconds (< 0: never; the drain's deadline does it). Over TLS, which
         cannot half-close, the transport closes once its buffer is flushed.
-        The client leaves its channels at once.
+        The client leaves its channels in the next loop iteration.
         """
         state = self.session.state
         if state is State.CLOSING or state is State.CLOSED:
@@ -227,16 +234,19 @@ class Connection:
         self.session.to(State.CLOSING)
         self.flush()
         self.writable = False
-        self._release_channels()
+        # Not now: this may run inside the hub's fan-out over a channel's
+        # subscribers (a slow consumer), which must not change under it.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._release_channels)
         transport = self.transport
-        if transport.can_write_eof():
+        if not transport.is_closing() and transport.can_write_eof():
             transport.write_eof()
             if abort_after >= 0:
-                asyncio.get_running_loop().call_later(abort_after, transport.abort)
+                loop.call_later(abort_after, transport.abort)
             return
         transport.close()
         if abort_after >= 0 and transport.get_write_buffer_size():
-            asyncio.get_running_loop().call_later(abort_after, transport.abort)
+            loop.call_later(abort_after, transport.abort)
 
     async def linger(self, reader: asyncio.StreamReader) -> None:
         """After :meth:`disconnect`: drop the client's input until it closes (or

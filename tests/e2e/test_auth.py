@@ -1,0 +1,174 @@
+"""Authentication and authorization against a real node (PROTOCOL.md §3, §5, §8):
+HS256 connection tokens, refresh and expiry, namespace access, Origin checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jwt
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.e2e.probes import metric
+from tests.e2e.rawclient import channel, open_tcp, open_ws
+from tests.procs import NodeProc, start_node
+
+SECRET = "test-secret-of-32-bytes-or-more!"
+CONFIG = f"""
+[auth]
+hmac_secret = "{SECRET}"
+api_key = "k"
+allowed_origins = ["https://good.example", "https://*.trusted.example"]
+
+[namespaces.private]
+anonymous = false
+
+[namespaces.announce]
+client_publish = false
+
+[namespaces.sports]
+history_size = 10
+"""
+
+
+def token(sub: str = "alice", ttl: float = 60, secret: str = SECRET, **claims: Any) -> str:
+    return jwt.encode(
+        {"sub": sub, "exp": int(time.time() + ttl), **claims}, secret, algorithm="HS256"
+    )
+
+
+@pytest.fixture(scope="module")
+def auth_node() -> Iterator[NodeProc]:
+    node = start_node(CONFIG)
+    yield node
+    node.stop()
+
+
+async def _refused(node: NodeProc, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Connect with ``fields``: the 401 reply, then the 3005 disconnect."""
+    client = await open_tcp(node, handshake=False)
+    reply = await client.request("connect", **fields)
+    push, _ = await client.disconnected()
+    return reply, push
+
+
+async def test_tokens_that_are_not_good_are_401_then_3005(auth_node: NodeProc) -> None:
+    for fields in (
+        {"token": token(secret="another-secret-of-32-bytes-long!")},
+        {"token": token(ttl=-5)},  # expired
+        {"token": "not.a.jwt"},
+        {"token": jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256")},
+        {"token": token(channels="chat:*")},  # channels must be a list
+    ):
+        reply, push = await _refused(auth_node, **fields)
+        assert reply["error"]["code"] == 401, (fields, reply)
+        assert push["code"] == 3005 and push["reconnect"] is False
+
+
+async def test_without_anonymous_a_token_is_required(
+    node_factory: Callable[..., NodeProc],
+) -> None:
+    node = node_factory(f'[auth]\nanonymous = false\nhmac_secret = "{SECRET}"\n')
+    reply, push = await _refused(node)
+    assert reply["error"]["code"] == 401 and push["code"] == 3005
+    client = await open_tcp(node, token=token())
+    assert "ok" in await client.request("ping")
+    await client.close()
+
+
+async def test_token_globs_restrict_subscribe_and_publish(auth_node: NodeProc) -> None:
+    client = await open_tcp(
+        auth_node, token=token(channels=["chat:*", "news"], publish=["chat:bob-*"])
+    )
+    await client.ok("subscribe", channel="chat:room1")
+    await client.ok("subscribe", channel="news")
+    reply = await client.request("subscribe", channel="sports:today")
+    assert reply["error"]["code"] == 403
+    assert "ok" in await client.request("publish", channel="chat:bob-1", data=1)
+    reply = await client.request("publish", channel="chat:room1", data=1)
+    assert reply["error"]["code"] == 403
+    # The same globs hold for reading presence and history (as subscribing).
+    reply = await client.request("history", channel="sports:today")
+    assert reply["error"]["code"] == 403
+    await client.close()
+
+
+async def test_namespace_anonymous_false_is_403_for_anonymous_clients(
+    auth_node: NodeProc,
+) -> None:
+    anonymous = await open_tcp(auth_node)
+    name = channel("private:")
+    reply = await anonymous.request("subscribe", channel=name)
+    assert reply["error"]["code"] == 403
+    await anonymous.ok("subscribe", channel=channel())  # other namespaces are open
+    user = await open_tcp(auth_node, token=token())
+    await user.ok("subscribe", channel=name)
+    await anonymous.close()
+    await user.close()
+
+
+async def test_client_publish_false_is_403_but_the_server_api_publishes(
+    auth_node: NodeProc,
+) -> None:
+    client = await open_tcp(auth_node, token=token())
+    name = channel("announce:")
+    await client.ok("subscribe", channel=name)
+    reply = await client.request("publish", channel=name, data="from a client")
+    assert reply["error"]["code"] == 403
+    request = urllib.request.Request(
+        auth_node.admin_url + "/api/publish",
+        method="POST",
+        data=json.dumps({"channel": name, "data": "from the backend"}).encode(),
+        headers={"Authorization": "Bearer k"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200
+    pub = await client.push("pub", channel=name)
+    assert pub["data"] == "from the backend"
+    await client.close()
+
+
+async def test_expired_token_is_cut_with_3005_unless_refreshed(auth_node: NodeProc) -> None:
+    lapsing = await open_tcp(auth_node, token=token(ttl=2))
+    refreshed = await open_tcp(auth_node, token=token(ttl=2))
+    ok = await refreshed.ok("refresh", token=token(ttl=60))
+    assert ok["expires"] > time.time() + 50
+    # A token of another user, or an expired one, does not replace it.
+    reply = await refreshed.request("refresh", token=token(sub="mallory"))
+    assert reply["error"]["code"] == 403
+    reply = await refreshed.request("refresh", token=token(ttl=-1))
+    assert reply["error"]["code"] == 401
+    push, _ = await lapsing.disconnected(timeout=6)
+    assert push["code"] == 3005 and push["reconnect"] is False
+    assert "ok" in await refreshed.request("ping")  # past the first token's exp
+    assert metric(auth_node, "hubbub_limited_total", what="token_expired") >= 1
+    await refreshed.close()
+
+
+async def test_websocket_origin_is_checked_at_the_handshake(auth_node: NodeProc) -> None:
+    assert auth_node.ws is not None
+    url = f"ws://{auth_node.ws[0]}:{auth_node.ws[1]}/ws"
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(url, origin="https://evil.example")  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    for origin in ("https://good.example", "https://a.trusted.example", None):
+        ws = await connect(url, origin=origin)  # type: ignore[arg-type]
+        await ws.send(json.dumps({"op": "connect", "id": 1}))
+        assert "ok" in json.loads(await ws.recv())
+        await ws.close()
+    assert metric(auth_node, "hubbub_limited_total", what="origin") >= 1
+
+
+async def test_ws_clients_get_the_same_auth_answers(auth_node: NodeProc) -> None:
+    client = await open_ws(auth_node, handshake=False)
+    reply = await client.request("connect", token=token(ttl=-5))
+    assert reply["error"]["code"] == 401
+    push, closed = await client.disconnected()
+    assert push["code"] == 3005 and closed.code == 3005
+    await asyncio.sleep(0)
