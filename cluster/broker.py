@@ -139,6 +139,12 @@ class Broker(ABC):
     def healthy(self) -> bool:
         """Whether every backend is reachable now (``/readyz``)."""
 
+    async def settle(self, timeout: float) -> None:
+        """Return once every publication the backends accepted before the call
+        has been handed to the handler (draining waits for it). Engines that
+        deliver synchronously have nothing to wait for."""
+        return None
+
     def backends(self) -> list[BackendState]:
         """The state of each backend for metrics; none for a single-process engine."""
         return []

@@ -120,6 +120,9 @@ class RedisBroker(Broker):
             "reader_restarts": self.reader_restarts,
         }
 
+    async def settle(self, timeout: float) -> None:
+        await asyncio.gather(*(shard.subscriber.settle(timeout) for shard in self.shards))
+
     def backends(self) -> list[BackendState]:
         return [
             BackendState(

@@ -81,6 +81,8 @@ class Subscriber:
         self._last_rx = 0.0
         self._ping_sent: float | None = None
         self._dropping: set[asyncio.Task[None]] = set()
+        self._settling: dict[bytes, asyncio.Future[None]] = {}
+        self._settle_ids = 0
         #: Successful connections after the first one.
         self.reconnects = 0
         self._connections = 0
@@ -281,8 +283,37 @@ class Subscriber:
                     self._confirmed(reply[1])
                 elif kind == b"pong":
                     self._ping_sent = None
+                    if self._settling and len(reply) > 1:
+                        self._settled(reply[1])
             elif reply == b"PONG":  # a PING while subscribed to nothing
                 self._ping_sent = None
+            elif self._settling and type(reply) is bytes:
+                self._settled(reply)  # PING <token> while subscribed to nothing
+
+    def _settled(self, token: bytes) -> None:
+        future = self._settling.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def settle(self, timeout: float) -> None:
+        """Return once every message Redis published before this call has been
+        read and dispatched: a PING on the pub/sub connection is answered after
+        them (used when draining). Gives up quietly after ``timeout``."""
+        writer = self._writer
+        if writer is None:
+            return
+        self._settle_ids += 1
+        token = b"hubbub-settle-%d" % self._settle_ids
+        future = asyncio.get_running_loop().create_future()
+        self._settling[token] = future
+        writer.send(pack(b"PING", token))
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            log.warning("redis_settle_timeout", shard=self.name)
+        finally:
+            self._settling.pop(token, None)
 
     def _dispatch(self, rch: bytes, payload: bytes) -> None:
         """One message of a subscribed channel: decode once, hand to the node."""

@@ -137,10 +137,12 @@ class Node:
         self.draining = True
         await self._close_servers(CLIENT_LISTENERS)
         window = self.config.limits.drain_timeout
-        conns = list(self.connections)
-        log.info("draining", clients=len(conns), drain_timeout=window)
-        # Publications already accepted are queued ahead of the disconnect push.
-        for conn in conns:
+        log.info("draining", clients=len(self.connections), drain_timeout=window)
+        # Publications the broker accepted before the signal may still be on
+        # their way back (Redis pub/sub): let them reach the connections first,
+        # so they are queued ahead of the disconnect push.
+        await self.broker.settle(timeout=min(1.0, window))
+        for conn in list(self.connections):
             conn.flush()
             conn.disconnect(
                 DisconnectCode.DRAINING,

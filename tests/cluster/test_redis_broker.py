@@ -123,6 +123,27 @@ async def test_two_nodes_deliver_each_others_publications_exactly_once(
     assert [p.data for p in ha.publications] == [p.data for p in hb.publications]
 
 
+async def test_settle_returns_after_every_accepted_publication_arrived(
+    shared_redis: RedisProc, nodes: Callable[..., RedisBroker], channel: str
+) -> None:
+    """Draining relies on it: once settle() returns, every publication Redis
+    accepted before the call has been handed to the handler."""
+    receiver_handler = RecordingHandler()
+    receiver = await started(nodes([shared_redis.url]), receiver_handler)
+    sender = await started(nodes([shared_redis.url]))
+    await receiver.subscribe(channel)
+    payload = b"x" * 16384  # large enough that the pub/sub stream lags the replies
+    for round_ in range(3):
+        await asyncio.gather(
+            *(sender.publish(channel, payload, options=HISTORY) for _ in range(300))
+        )
+        await receiver.settle(timeout=5.0)
+        # No waiting here: settle() itself must have waited.
+        assert len(receiver_handler.publications) == 300 * (round_ + 1)
+    await receiver.unsubscribe(channel)
+    await receiver.settle(timeout=5.0)  # also answered with nothing subscribed
+
+
 async def test_join_and_leave_cross_nodes(
     shared_redis: RedisProc, nodes: Callable[..., RedisBroker], channel: str
 ) -> None:
