@@ -70,9 +70,12 @@ async def serve_admin(
     except (TimeoutError, h11.RemoteProtocolError, ConnectionError, OSError):
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
-                bad = conn.send(h11.Response(
-                    status_code=400, headers=[(b"content-length", b"0"), (b"connection", b"close")]
-                ))
+                bad = conn.send(
+                    h11.Response(
+                        status_code=400,
+                        headers=[(b"content-length", b"0"), (b"connection", b"close")],
+                    )
+                )
                 writer.write((bad or b"") + (conn.send(h11.EndOfMessage()) or b""))
             except h11.LocalProtocolError:
                 pass

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ws", metavar="HOST:PORT", help="WebSocket listener [0.0.0.0:7401]")
     serve.add_argument("--admin", metavar="HOST:PORT", help="admin HTTP listener [127.0.0.1:7402]")
     serve.add_argument(
-        "--redis", metavar="URL", action="append",
+        "--redis",
+        metavar="URL",
+        action="append",
         help="Redis URL, repeat for shards [none: in-memory broker, single node]",
     )
     serve.add_argument("--node-id", metavar="ID", help="node id [random]")
@@ -53,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = {
-        "tcp": args.tcp, "ws": args.ws, "admin": args.admin, "redis": args.redis,
-        "node_id": args.node_id, "log_level": args.log_level,
+        "tcp": args.tcp,
+        "ws": args.ws,
+        "admin": args.admin,
+        "redis": args.redis,
+        "node_id": args.node_id,
+        "log_level": args.log_level,
     }
     try:
         config = load(args.config, os.environ, flags)

@@ -234,8 +234,15 @@ def validate(config: Config, where: str) -> Config:
         raise ConfigError(f"{where}: [limits] max_frame must be from 16 to 67108864")
     if lim.slow_consumer not in ("disconnect", "drop"):
         raise ConfigError(f"{where}: [limits] slow_consumer must be 'disconnect' or 'drop'")
-    positive = ("messages_per_second", "message_burst", "outbound_buffer", "handshake_timeout",
-                "ping_interval", "ping_timeout", "max_subscriptions")
+    positive = (
+        "messages_per_second",
+        "message_burst",
+        "outbound_buffer",
+        "handshake_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "max_subscriptions",
+    )
     for key in positive:
         if getattr(lim, key) <= 0:
             raise ConfigError(f"{where}: [limits] {key} must be > 0")
@@ -277,8 +284,11 @@ def from_mapping(
                     raise ConfigError(f"{where}: [namespaces.{name}] must be a table")
                 try:
                     namespaces[name] = _section(
-                        NamespaceConfig, ns_table, f"[namespaces.{name}]",
-                        namespaces.get(name), text,
+                        NamespaceConfig,
+                        ns_table,
+                        f"[namespaces.{name}]",
+                        namespaces.get(name),
+                        text,
                     )
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
@@ -290,9 +300,7 @@ def from_mapping(
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: [{section}] must be a table")
         try:
-            changes[section] = _section(
-                cls, table, f"[{section}]", getattr(config, section), text
-            )
+            changes[section] = _section(cls, table, f"[{section}]", getattr(config, section), text)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return dataclasses.replace(config, **changes)
@@ -304,7 +312,7 @@ def from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for name, value in env.items():
         if not name.startswith("HUBBUB_") or name == "HUBBUB_CONFIG":
             continue
-        key = name[len("HUBBUB_"):].lower()
+        key = name[len("HUBBUB_") :].lower()
         if key in FLAG_KEYS:
             section, field_name = FLAG_KEYS[key]
         else:

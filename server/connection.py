@@ -356,8 +356,11 @@ class Connection:
             if op == "connect" and self.session.state is State.CONNECTING:
                 # A refused handshake ends the connection (PROTOCOL.md §5: 401 → 3005);
                 # a second connect on an open session only gets its 400.
-                code = (DisconnectCode.UNAUTHORIZED if exc.code == ErrorCode.UNAUTHORIZED
-                        else DisconnectCode.PROTOCOL_ERROR)
+                code = (
+                    DisconnectCode.UNAUTHORIZED
+                    if exc.code == ErrorCode.UNAUTHORIZED
+                    else DisconnectCode.PROTOCOL_ERROR
+                )
                 self.disconnect(code, exc.message)
         except Exception:
             result = "500"
@@ -382,8 +385,9 @@ class Connection:
         if command_id is not None:
             self.send(reply_error(command_id, exc.code, exc.message, exc.extra))
         else:
-            self.send(push_error(exc.code, exc.message, op if isinstance(op, str) else None,
-                                 exc.extra))
+            self.send(
+                push_error(exc.code, exc.message, op if isinstance(op, str) else None, exc.extra)
+            )
 
     async def _connect(self, cmd: Connect) -> Reply:
         if self.session.state is not State.CONNECTING:
@@ -540,8 +544,14 @@ _HANDLERS: dict[type[Command], Callable[[Connection, Any], Awaitable[Reply]]] = 
     Refresh: Connection._refresh,
 }
 _OPS: dict[type[Command], str] = {
-    Connect: "connect", Subscribe: "subscribe", Unsubscribe: "unsubscribe",
-    Publish: "publish", Presence: "presence", History: "history", Ping: "ping",
-    Pong: "pong", Refresh: "refresh",
+    Connect: "connect",
+    Subscribe: "subscribe",
+    Unsubscribe: "unsubscribe",
+    Publish: "publish",
+    Presence: "presence",
+    History: "history",
+    Ping: "ping",
+    Pong: "pong",
+    Refresh: "refresh",
 }
 _KNOWN_OPS = frozenset(_OPS.values())

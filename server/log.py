@@ -26,8 +26,11 @@ def _quote(value: Any) -> str:
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"ts={ts}.{int(record.msecs):03d}Z", f"level={record.levelname.lower()}",
-                 f"event={_quote(record.getMessage())}"]
+        parts = [
+            f"ts={ts}.{int(record.msecs):03d}Z",
+            f"level={record.levelname.lower()}",
+            f"event={_quote(record.getMessage())}",
+        ]
         fields = getattr(record, "fields", None)
         if fields:
             parts.extend(f"{k}={_quote(v)}" for k, v in fields.items())

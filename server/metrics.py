@@ -78,23 +78,24 @@ class _StatsCollector(Collector):
         yield GaugeMetricFamily(
             "hubbub_broker_up", "1 when every broker backend is reachable.", value=g["broker_up"]
         )
-        yield GaugeMetricFamily(
-            "hubbub_draining", "1 while the node drains.", value=g["draining"]
-        )
+        yield GaugeMetricFamily("hubbub_draining", "1 while the node drains.", value=g["draining"])
         backends = g.get("backends", [])
         up = GaugeMetricFamily(
             "hubbub_broker_shard_up", "1 when the shard answers health checks.", labels=["shard"]
         )
         sub = GaugeMetricFamily(
-            "hubbub_broker_pubsub_connected", "1 while the shard's pub/sub connection is open.",
+            "hubbub_broker_pubsub_connected",
+            "1 while the shard's pub/sub connection is open.",
             labels=["shard"],
         )
         reconnects = CounterMetricFamily(
-            "hubbub_broker_pubsub_reconnects", "Pub/sub (re)connections per shard.",
+            "hubbub_broker_pubsub_reconnects",
+            "Pub/sub (re)connections per shard.",
             labels=["shard"],
         )
         restarts = CounterMetricFamily(
-            "hubbub_broker_reader_restarts", "Pub/sub reader tasks restarted after dying.",
+            "hubbub_broker_reader_restarts",
+            "Pub/sub reader tasks restarted after dying.",
             labels=["shard"],
         )
         for b in backends:
@@ -121,12 +122,27 @@ class Metrics:
             "hubbub_command_duration_seconds",
             "Time to handle a command, by op.",
             ["op"],
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                     0.25, 0.5, 1.0),
+            buckets=(
+                0.0001,
+                0.00025,
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1.0,
+            ),
             registry=r,
         )
         self.disconnects = Counter(
-            "hubbub_disconnects", "Connections closed by the server, by code.", ["code"],
+            "hubbub_disconnects",
+            "Connections closed by the server, by code.",
+            ["code"],
             registry=r,
         )
         self.limited = Counter(

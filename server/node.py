@@ -100,7 +100,12 @@ class Node:
 
                 secure = self.tls if name in CLIENT_LISTENERS else None
                 server = await asyncio.start_server(
-                    on_client, address[0], address[1], limit=2**16, backlog=4096, ssl=secure,
+                    on_client,
+                    address[0],
+                    address[1],
+                    limit=2**16,
+                    backlog=4096,
+                    ssl=secure,
                     ssl_handshake_timeout=(
                         self.config.limits.handshake_timeout if secure else None
                     ),
@@ -269,8 +274,9 @@ class Node:
     async def _sweep(self) -> None:
         while True:
             limits = self.config.limits  # re-read: SIGHUP may have changed it
-            period = min(1.0, limits.handshake_timeout / 4, limits.ping_interval / 4,
-                         limits.ping_timeout / 4)
+            period = min(
+                1.0, limits.handshake_timeout / 4, limits.ping_interval / 4, limits.ping_timeout / 4
+            )
             await asyncio.sleep(period)
             try:
                 self._sweep_once(self.clock())
@@ -329,7 +335,8 @@ class Node:
         if ns.max_publication and publication_size(data) > ns.max_publication:
             self.limits.hit("max_publication")
             raise CommandError(
-                ErrorCode.TOO_LARGE, "publication too large",
+                ErrorCode.TOO_LARGE,
+                "publication too large",
                 extra={"max_publication": ns.max_publication},
             )
         if client and ns.publish_rate:
@@ -337,7 +344,8 @@ class Node:
             if wait:
                 self.limits.hit("publish_rate")
                 raise CommandError(
-                    ErrorCode.RATE_LIMITED, "channel publish rate limited",
+                    ErrorCode.RATE_LIMITED,
+                    "channel publish rate limited",
                     extra={"retry_after": max(1, math.ceil(wait * 1000))},
                 )
 
@@ -359,7 +367,8 @@ class Node:
         self._options.clear()
         lim, was = new.limits, old.limits
         if (lim.messages_per_second, lim.message_burst) != (
-            was.messages_per_second, was.message_burst
+            was.messages_per_second,
+            was.message_burst,
         ):
             now = self.clock()
             for conn in self.connections:

@@ -1,7 +1,7 @@
 """The session state table: the only place a connection's state changes (after h11).
 
-    CONNECTING --connect ok--> OPEN --disconnect/drain--> CLOSING --transport gone--> CLOSED
-         \\___________________________ error / EOF _______________________________/
+CONNECTING --connect ok--> OPEN --disconnect/drain--> CLOSING --transport gone--> CLOSED
+     \\___________________________ error / EOF _______________________________/
 """
 
 from __future__ import annotations

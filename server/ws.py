@@ -178,4 +178,3 @@ def _handshake(conn: Connection, ws: ServerProtocol, request: Request) -> None:
         conn.fmt = Format.WS_BINARY if ws.subprotocol == Encoding.MSGPACK.value else Format.WS_TEXT
     elif response.status_code == 403:
         conn.node.limits.hit("origin")
-

@@ -128,7 +128,7 @@ def start_node(
     node = NodeProc(proc, config_path=config_path)
     ready = threading.Event()
     threading.Thread(target=_pump, args=(node, ready), daemon=True).start()
-    if not ready.wait(timeout) or node.tcp is None and node.ws is None:
+    if not ready.wait(timeout) or (node.tcp is None and node.ws is None):
         node.stop()
         raise RuntimeError("hubbub did not start:\n" + node.log_text())
     return node
