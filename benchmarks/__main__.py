@@ -1,0 +1,115 @@
+"""``python -m benchmarks [fanout|idle] [--quick]``: run, print a table, save JSON.
+
+The generator pins itself to core 1 and each server to core 0
+(BENCHMARKS.md), raises its open-file limit to the hard limit (servers
+inherit it), and writes the figures to ``benchmarks/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from benchmarks import fanout, idle, launcher, procstat
+from benchmarks.report import render
+
+PARTS = ("fanout", "idle")
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+Plan = tuple[int, tuple[float, ...], float, float, int]
+#: (subscribers, rates, warm-up s, measured s, idle connections)
+FULL: Plan = (1000, (50.0, 100.0, 200.0), 2.0, 6.0, 10000)
+QUICK: Plan = (1000, (50.0, 200.0), 1.0, 2.0, 2000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("parts", nargs="*", metavar="PART", help="fanout and/or idle [both]")
+    parser.add_argument("--quick", action="store_true", help="a ~15 s smoke run")
+    parser.add_argument("--subscribers", type=int, help="fan-out subscribers [1000]")
+    parser.add_argument("--rates", help="publications/s, comma-separated [50,100,200]")
+    parser.add_argument("--measure", type=float, help="measured seconds per rate [6]")
+    parser.add_argument(
+        "--idle", type=int, dest="idle_conns", help="idle connections per transport [10000]"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file [{RESULTS}]")
+    return parser
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM ends the run like Ctrl-C: cancelled, every server stopped on the way out.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    subs, rates, warmup, measure, idle_conns = QUICK if args.quick else FULL
+    subs = args.subscribers or subs
+    if args.rates:
+        rates = tuple(float(r) for r in args.rates.split(","))
+    measure = args.measure or measure
+    idle_conns = args.idle_conns or idle_conns
+    parts = args.parts or PARTS
+    out: dict[str, Any] = {}
+    if "fanout" in parts:
+        results = await fanout.run_fanout(
+            subscribers=subs, rates=rates, warmup=warmup, measure=measure, log=_log
+        )
+        out["fanout"] = fanout.as_json(results)
+    if "idle" in parts:
+        out["idle"] = idle.as_json(await idle.run_idle(connections=idle_conns, log=_log))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))} (choose from fanout, idle)")
+    nofile = procstat.raise_nofile()
+    pinned = procstat.pinning_available() and procstat.pin(0, procstat.GENERATOR_CORE)
+    if not pinned:
+        _log("benchmarks: fewer than 2 cores available: server and generator NOT pinned")
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "pinned": pinned,
+            "nofile": nofile,
+        },
+    }
+    try:
+        report.update(uvloop.run(_run(args)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _log("benchmarks: interrupted")
+        return 130
+    finally:
+        launcher.stop_all()
+    report["seconds"] = round(time.monotonic() - started, 1)
+    print(render(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _log(f"benchmarks: wrote {args.out} ({report['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Lean client connections for load generation: asyncio ``Protocol`` classes.
+
+One core must drive a thousand subscribers receiving 200,000 messages/s, so
+these skip everything the full :class:`client.Client` does (tasks, futures per
+command, reconnects): a WebSocket handshake written by hand (RFC 6455 §4.1,
+a fixed ``Sec-WebSocket-Key``), masked client frames (§5.3), and an
+incremental parser of the server's unmasked frames. Both transports speak
+msgpack (WebSocket subprotocol ``hubbub.v1.msgpack``).
+
+A connection sends ``connect`` (id 1) and, for a subscriber, ``subscribe``
+(id 2) at once; :attr:`LeanConn.ready` resolves on the last reply. Server
+``ping`` pushes are answered with ``pong`` (PROTOCOL.md §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from typing import Any
+
+import msgpack
+
+from protocol.codec import Encoding, encode_msgpack
+from protocol.frames import FrameDecoder, encode_frame
+
+WS_PATH = "/ws"
+#: RFC 6455's sample nonce: any 16 bytes, base64, will do.
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+WS_ACCEPT = base64.b64encode(
+    hashlib.sha1((WS_KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+).decode()
+MASK_KEY = b"\x5a\x1e\xc3\x07"
+OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x2, 0x8, 0x9, 0xA
+MAX_HEADER = 16384
+
+_unpackb = msgpack.unpackb
+_monotonic = time.monotonic
+
+
+def handshake_request(host: str, port: int, subprotocol: str = Encoding.MSGPACK.value) -> bytes:
+    """The HTTP upgrade request of a WebSocket client (RFC 6455 §4.1)."""
+    return (
+        f"GET {WS_PATH} HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {WS_KEY}\r\n"
+        "Sec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+        "\r\n"
+    ).encode()
+
+
+def check_handshake_response(head: bytes, subprotocol: str = Encoding.MSGPACK.value) -> None:
+    """Raise unless ``head`` (status line and headers) accepts our upgrade."""
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1.1 101"):
+        raise ConnectionError(f"WebSocket upgrade refused: {lines[0]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("sec-websocket-accept") != WS_ACCEPT:
+        raise ConnectionError("bad Sec-WebSocket-Accept")
+    if headers.get("sec-websocket-protocol") != subprotocol:
+        raise ConnectionError(f"subprotocol not accepted: {headers.get('sec-websocket-protocol')}")
+
+
+def _mask(payload: bytes, key: bytes = MASK_KEY) -> bytes:
+    n = len(payload)
+    if not n:
+        return payload
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+
+
+def client_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
+    """One masked, unfragmented client frame (RFC 6455 §5.2-5.3)."""
+    n = len(payload)
+    first = bytes((0x80 | opcode,))
+    if n < 126:
+        header = first + bytes((0x80 | n,))
+    elif n < 65536:
+        header = first + bytes((0x80 | 126,)) + n.to_bytes(2, "big")
+    else:
+        header = first + bytes((0x80 | 127,)) + n.to_bytes(8, "big")
+    return header + MASK_KEY + _mask(payload)
+
+
+def commands(channel: str | None) -> list[dict[str, Any]]:
+    """What a lean connection sends on open: ``connect``, then maybe ``subscribe``."""
+    out: list[dict[str, Any]] = [{"op": "connect", "id": 1, "client": {"name": "bench"}}]
+    if channel is not None:
+        out.append({"op": "subscribe", "id": 2, "channel": channel})
+    return out
+
+
+class LeanConn(asyncio.Protocol):
+    """Base of both transports: the connect/subscribe exchange and pushes."""
+
+    def __init__(self, channel: str | None = None) -> None:
+        self.channel = channel
+        self.last_id = 2 if channel is not None else 1
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.disconnect_code: int | None = None
+
+    # Subclasses: how one message goes out.
+    def send(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def on_open(self) -> None:
+        for message in commands(self.channel):
+            self.send(message)
+
+    def on_message(self, payload: bytes, now: float) -> None:
+        """One message from the server, still msgpack bytes."""
+        self.on_map(_unpackb(payload), now)
+
+    def on_map(self, message: dict[str, Any], now: float) -> None:
+        push = message.get("push")
+        if push is None:
+            if message.get("id") == self.last_id and not self.ready.done():
+                error = message.get("error")
+                if error is not None:
+                    self.ready.set_exception(ConnectionError(f"refused: {error}"))
+                else:
+                    self.ready.set_result(None)
+            elif "error" in message and not self.ready.done():
+                self.ready.set_exception(ConnectionError(f"refused: {message['error']}"))
+        elif push == "pub":
+            self.on_pub(message["data"], now)
+        elif push == "ping":
+            self.send({"op": "pong"})
+        elif push == "disconnect":
+            self.disconnect_code = message.get("code")
+
+    def on_pub(self, data: Any, now: float) -> None:
+        """A publication's ``data``; subscribers override this."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(exc or ConnectionError("closed before ready"))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+
+class TcpConn(LeanConn):
+    """A raw TCP client: 4-byte length + msgpack frames (PROTOCOL.md §1)."""
+
+    def __init__(self, channel: str | None = None) -> None:
+        super().__init__(channel)
+        self.decoder = FrameDecoder(1 << 24)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.on_open()
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.transport is not None
+        self.transport.write(encode_frame(encode_msgpack(message)))
+
+    def data_received(self, data: bytes) -> None:
+        now = _monotonic()
+        for payload in self.decoder.feed(data):
+            self.on_message(payload, now)
+
+
+class WsConn(LeanConn):
+    """A WebSocket client on path ``/ws`` with subprotocol ``hubbub.v1.msgpack``."""
+
+    def __init__(self, host: str, port: int, channel: str | None = None) -> None:
+        super().__init__(channel)
+        self.host, self.port = host, port
+        self.upgraded = False
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.write(handshake_request(self.host, self.port))  # type: ignore[attr-defined]
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.transport is not None
+        self.transport.write(client_frame(encode_msgpack(message)))
+
+    def on_frame(self, buf: bytes, start: int, end: int, now: float) -> None:
+        """A binary message at ``buf[start:end]`` (no copy made yet)."""
+        self.on_message(buf[start:end], now)
+
+    def data_received(self, data: bytes) -> None:
+        now = _monotonic()
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if not self.upgraded:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEADER:
+                    raise ConnectionError("handshake response too large")
+                self.buf = data
+                return
+            check_handshake_response(data[:end])
+            self.upgraded = True
+            data = data[end + 4 :]
+            self.on_open()
+        # Server frames are never masked (RFC 6455 §5.1); several may share a
+        # chunk and one may span chunks.
+        pos, n = 0, len(data)
+        while n - pos >= 2:
+            length = data[pos + 1] & 0x7F
+            if length < 126:
+                start = pos + 2
+            elif length == 126:
+                if n - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 4
+            else:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > n:
+                break
+            opcode = data[pos] & 0x0F
+            pos = end
+            if opcode == OP_BINARY:
+                self.on_frame(data, start, end, now)
+            elif opcode == OP_PING:
+                self.transport.write(client_frame(data[start:end], OP_PONG))  # type: ignore[union-attr]
+            elif opcode == OP_CLOSE:
+                if length >= 2:
+                    self.disconnect_code = (data[start] << 8) | data[start + 1]
+                self.transport.write(client_frame(data[start : start + 2], OP_CLOSE))  # type: ignore[union-attr]
+        if pos < n:
+            self.buf = data[pos:]
+
+
+async def open_many(
+    make: Any,
+    host: str,
+    port: int,
+    count: int,
+    *,
+    concurrency: int = 200,
+    timeout: float = 60.0,
+) -> list[LeanConn]:
+    """Open ``count`` connections made by ``make()`` and wait until each is ready.
+
+    At most ``concurrency`` handshakes are in flight; the whole thing is
+    bounded by ``timeout`` seconds. On failure every opened connection is
+    closed and the error raised.
+    """
+    loop = asyncio.get_running_loop()
+    conns: list[LeanConn] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            _, conn = await loop.create_connection(make, host, port)
+            conns.append(conn)
+            await conn.ready
+
+    tasks = [loop.create_task(one()) for _ in range(count)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        for conn in conns:
+            conn.close()
+        raise
+    return conns
