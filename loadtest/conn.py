@@ -4,7 +4,7 @@ One worker must take in 100,000+ publications a second, so the built-in
 scenarios skip :class:`client.Client` (a reader task, futures and a queue per
 subscription) and use an asyncio ``Protocol`` per socket: frames are split
 with :class:`protocol.frames.FrameDecoder` (TCP) or
-:class:`loadtest.wsframes.FrameParser` (WebSocket, ``hubbub.v1.msgpack``),
+:class:`protocol.wsclient.FrameParser` (WebSocket, ``hubbub.v1.msgpack``),
 decoded with msgpack, and each ``pub`` goes straight to the user's
 :class:`~loadtest.receiver.Receiver`. Replies resolve callbacks by id.
 
@@ -32,7 +32,10 @@ import msgpack
 
 from loadtest.receiver import Receiver
 from loadtest.stats import WorkerStats
-from loadtest.wsframes import (
+from protocol.codec import Encoding, encode_msgpack
+from protocol.errors import ProtocolViolation
+from protocol.frames import FrameDecoder, encode_frame
+from protocol.wsclient import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -44,9 +47,6 @@ from loadtest.wsframes import (
     close_payload,
     parse_close,
 )
-from protocol.codec import Encoding, encode_msgpack
-from protocol.errors import ProtocolViolation
-from protocol.frames import FrameDecoder, encode_frame
 
 _unpackb = msgpack.unpackb
 _monotonic = time.monotonic

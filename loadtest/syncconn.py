@@ -18,7 +18,9 @@ from typing import Any
 import msgpack
 
 from loadtest.conn import Endpoint, RequestFailed
-from loadtest.wsframes import (
+from protocol.codec import Encoding, encode_msgpack
+from protocol.frames import FrameDecoder, encode_frame
+from protocol.wsclient import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -29,8 +31,6 @@ from loadtest.wsframes import (
     client_frame,
     close_payload,
 )
-from protocol.codec import Encoding, encode_msgpack
-from protocol.frames import FrameDecoder, encode_frame
 
 OnPub = Callable[[str, Any, float], None]
 

@@ -1,4 +1,5 @@
-"""A minimal WebSocket client, Sans-I/O (RFC 6455), for the fast path and Locust.
+"""A minimal WebSocket client codec, Sans-I/O (RFC 6455): the load tester's fast
+path, its Locust user and the benchmarks speak WebSocket through it.
 
 Only what a hubbub client needs: the opening handshake on ``/ws`` with one
 subprotocol, masked client frames (§5.3), and a parser of the server's

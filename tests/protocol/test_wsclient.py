@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from loadtest.wsframes import (
+from protocol.frames import ws_server_frame
+from protocol.wsclient import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -19,7 +20,6 @@ from loadtest.wsframes import (
     mask,
     parse_close,
 )
-from protocol.frames import ws_server_frame
 
 
 def response(key: str, protocol: str = "hubbub.v1.msgpack", status: str = "101") -> bytes:
