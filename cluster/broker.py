@@ -22,6 +22,7 @@ Semantics every engine must honour (``tests/cluster/contract.py`` checks them):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -143,6 +144,12 @@ class Broker(ABC):
         """Return once every publication the backends accepted before the call
         has been handed to the handler (draining waits for it). Engines that
         deliver synchronously have nothing to wait for."""
+        return None
+
+    def describe_node(self, describe: Callable[[], dict[str, Any]]) -> None:
+        """Give the engine what the node reports about itself in a cluster
+        registry (addresses, connections, subscriptions); called once the
+        listeners are bound. Engines without a registry ignore it."""
         return None
 
     def backends(self) -> list[BackendState]:

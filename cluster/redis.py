@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from cluster.broker import (
@@ -73,6 +74,8 @@ class RedisBroker(Broker):
         self._no_history = StreamPosition(0, secrets.token_urlsafe(6))
         self._started = False
         self._closed = False
+        self._describe: Callable[[], dict[str, Any]] = dict
+        self._beats: set[asyncio.Task[bool]] = set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -111,9 +114,17 @@ class RedisBroker(Broker):
     async def nodes(self) -> list[dict[str, Any]]:
         return await self.registry.nodes()
 
+    def describe_node(self, describe: Callable[[], dict[str, Any]]) -> None:
+        self._describe = describe
+        if self._started and not self._closed:  # report the addresses now, not in 5 s
+            task = asyncio.get_running_loop().create_task(self.registry.beat())
+            self._beats.add(task)
+            task.add_done_callback(self._beats.discard)
+
     def _node_info(self) -> dict[str, Any]:
         """What this node reports in the registry besides its id and times."""
         return {
+            **self._describe(),
             "channels": sum(len(s.subscriber.wanted) for s in self.shards),
             "presence": len(self.presence_store.local),
             "shards": [{"shard": s.label, "up": s.up} for s in self.shards],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -178,5 +179,10 @@ async def _api_nodes(node: Node, request: h11.Request) -> Response:
     except CommandError as exc:
         return _json(int(exc.code), {"error": exc.message})
     if not nodes:  # an engine without a registry: a single node
-        nodes = [{"node": node.node_id, "started": node.started_at}]
+        nodes = [{"node": node.node_id, "started": node.started_at, **node.describe()}]
+    now = time.time()
+    for entry in nodes:
+        started = entry.get("started")
+        if isinstance(started, int | float):
+            entry["uptime"] = round(now - started, 1)
     return _json(200, {"node": node.node_id, "nodes": nodes})

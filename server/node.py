@@ -117,6 +117,7 @@ class Node:
             await self._close_servers()
             await self.broker.close()
             raise
+        self.broker.describe_node(self.describe)
         self._sweeper = self._loop.create_task(self._sweep())
         log.info(
             "listening",
@@ -393,6 +394,15 @@ class Node:
     @property
     def ready(self) -> bool:
         return not self.draining and self.broker.healthy
+
+    def describe(self) -> dict[str, Any]:
+        """This node as the cluster registry shows it (``GET /api/nodes``)."""
+        return {
+            "address": {k: f"{h}:{p}" for k, (h, p) in self.addresses.items()},
+            "connections": len(self.connections),
+            "subscriptions": sum(len(c.subs) for c in self.connections),
+            "draining": self.draining,
+        }
 
     def _gauges(self) -> dict[str, Any]:
         by_kind: dict[str, int] = {}

@@ -352,6 +352,11 @@ async def test_api_nodes_lists_the_live_nodes(
     assert body["node"] == "node-0"
     assert [n["node"] for n in body["nodes"]] == ["node-0", "node-1", "node-2"]
     assert all(n["shards"][0]["up"] for n in body["nodes"])
+    for entry, proc in zip(body["nodes"], nodes, strict=True):
+        assert entry["address"]["tcp"] == f"{proc.tcp[0]}:{proc.tcp[1]}", entry
+        assert entry["address"]["ws"] == f"{proc.ws[0]}:{proc.ws[1]}", entry
+        assert entry["connections"] == 0 and entry["subscriptions"] == 0, entry
+        assert 0 <= entry["uptime"] < 60, entry
     assert (await http_get(nodes[0], "/api/nodes"))[0] == 401
     nodes[2].stop()  # a clean stop leaves the registry
     _, body = await http_get(nodes[1], "/api/nodes", "secret")
