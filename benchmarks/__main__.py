@@ -1,8 +1,9 @@
-"""``python -m benchmarks [fanout|idle] [--quick]``: run, print a table, save JSON.
+"""``python -m benchmarks [fanout|idle|cluster] [--quick]``: run, print a table, save JSON.
 
 The generator pins itself to core 1 and each server to core 0
-(BENCHMARKS.md), raises its open-file limit to the hard limit (servers
-inherit it), and writes the figures to ``benchmarks/results/latest.json``.
+(BENCHMARKS.md; in the cluster part every node and redis-server share core 0),
+raises its open-file limit to the hard limit (servers inherit it), and writes
+the figures to ``benchmarks/results/latest.json``.
 """
 
 from __future__ import annotations
@@ -21,25 +22,34 @@ from typing import Any
 
 import uvloop
 
-from benchmarks import fanout, idle, launcher, procstat
+from benchmarks import cluster, fanout, idle, launcher, procstat
 from benchmarks.report import render
 
-PARTS = ("fanout", "idle")
+PARTS = ("fanout", "idle", "cluster")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 Plan = tuple[int, tuple[float, ...], float, float, int]
 #: (subscribers, rates, warm-up s, measured s, idle connections)
 FULL: Plan = (1000, (50.0, 100.0, 200.0), 2.0, 6.0, 10000)
 QUICK: Plan = (1000, (50.0, 200.0), 1.0, 2.0, 2000)
+#: Cluster part: (rates, throughput warm-up s, throughput measured s per level);
+#: warm-up and measured window per rate as above.
+CLUSTER_FULL: tuple[tuple[float, ...], float, float] = ((50.0, 100.0), 0.5, 1.5)
+CLUSTER_QUICK: tuple[tuple[float, ...], float, float] = ((50.0, 100.0), 0.3, 0.7)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("parts", nargs="*", metavar="PART", help="fanout and/or idle [both]")
-    parser.add_argument("--quick", action="store_true", help="a ~15 s smoke run")
+    parser.add_argument(
+        "parts", nargs="*", metavar="PART", help="fanout, idle and/or cluster [all three]"
+    )
+    parser.add_argument("--quick", action="store_true", help="a ~1 min smoke run")
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers [1000]")
     parser.add_argument("--rates", help="publications/s, comma-separated [50,100,200]")
     parser.add_argument("--measure", type=float, help="measured seconds per rate [6]")
+    parser.add_argument(
+        "--cluster-rates", help="publications/s of the cluster part, comma-separated [50,100]"
+    )
     parser.add_argument(
         "--idle", type=int, dest="idle_conns", help="idle connections per transport [10000]"
     )
@@ -71,6 +81,20 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         out["fanout"] = fanout.as_json(results)
     if "idle" in parts:
         out["idle"] = idle.as_json(await idle.run_idle(connections=idle_conns, log=_log))
+    if "cluster" in parts:
+        c_rates, tp_warm, tp_measure = CLUSTER_QUICK if args.quick else CLUSTER_FULL
+        if args.cluster_rates:
+            c_rates = tuple(float(r) for r in args.cluster_rates.split(","))
+        data = await cluster.run_cluster(
+            subscribers=subs,
+            rates=c_rates,
+            warmup=warmup,
+            measure=measure,
+            throughput_warm=tp_warm,
+            throughput_measure=tp_measure,
+            log=_log,
+        )
+        out["cluster"] = cluster.as_json(data)
     return out
 
 
@@ -79,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     unknown = set(args.parts) - set(PARTS)
     if unknown:
-        parser.error(f"unknown part(s): {', '.join(sorted(unknown))} (choose from fanout, idle)")
+        choices = ", ".join(PARTS)
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))} (choose from {choices})")
     nofile = procstat.raise_nofile()
     pinned = procstat.pinning_available() and procstat.pin(0, procstat.GENERATOR_CORE)
     if not pinned:

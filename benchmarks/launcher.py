@@ -1,9 +1,11 @@
-"""Start and stop a ``hubbub serve`` process for a benchmark.
+"""Start and stop a ``hubbub serve`` process (or a ``redis-server``) for a benchmark.
 
 The node listens on free loopback ports (port 0) and its ports are read from
 its ``event=listening`` log line (PROTOCOL.md §7). The benchmark config only
 lifts the per-connection command rate limit so one publisher connection may
-publish at the rates measured; everything else is the default.
+publish at the rates measured; everything else is the default. A
+:class:`RedisServer` (no persistence, loopback only) is stopped by the same
+:func:`stop_all` as the nodes.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import collections
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -34,7 +40,7 @@ message_burst = 1000000
 
 
 _PR_SET_PDEATHSIG = 1
-_live: set[ServerProcess] = set()
+_live: set[ServerProcess | RedisServer] = set()
 
 
 def die_with_parent() -> None:
@@ -45,7 +51,7 @@ def die_with_parent() -> None:
 
 
 def stop_all() -> None:
-    """Stop every server this process started and has not stopped yet."""
+    """Stop every server (nodes and Redis) this process started and has not stopped yet."""
     for server in list(_live):
         server.stop()
 
@@ -53,9 +59,12 @@ def stop_all() -> None:
 class ServerProcess:
     """A running ``hubbub serve`` on 127.0.0.1; a context manager that always stops it."""
 
-    def __init__(self, config: str = BENCH_CONFIG, start_timeout: float = 15.0) -> None:
+    def __init__(
+        self, config: str = BENCH_CONFIG, start_timeout: float = 15.0, args: Sequence[str] = ()
+    ) -> None:
         self.config = config
         self.start_timeout = start_timeout
+        self.args = tuple(args)  # more ``serve`` flags, e.g. ("--redis", URL)
         self.proc: subprocess.Popen[str] | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
         self.lines: collections.deque[str] = collections.deque(maxlen=200)
@@ -87,6 +96,7 @@ class ServerProcess:
             "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
+            *self.args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
         self.proc = subprocess.Popen(
@@ -142,6 +152,87 @@ class ServerProcess:
             self._config_path = None
 
     def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (redis-server cannot pick one itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A ``redis-server`` on a free loopback port, no persistence; a context manager
+    that always stops it (and :func:`stop_all` does too)."""
+
+    def __init__(self, start_timeout: float = 10.0) -> None:
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir: str | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed")
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix="hubbub-bench-redis-")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self._dir],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
+        _live.add(self)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """SIGTERM (no persistence: nothing to save); SIGKILL if still there after 5 s."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        _live.discard(self)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(

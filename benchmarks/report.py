@@ -9,6 +9,9 @@ from typing import Any
 TARGET_DELIVERIES = 200_000  # held without loss
 TARGET_CPU_US = 5.0  # server CPU per delivery
 TARGET_KB = {"tcp": 10.0, "ws": 20.0}  # per idle connection
+TARGET_CLUSTER_P50_MS = 1.0  # the cluster path's p50 over the single-node path
+#: The servers' core busy at or above this share (%) is full: latency then queues.
+CORE_FULL_PCT = 95.0
 #: Other processes' CPU during a run (% of one core) that makes its figures noisy.
 NOISY_PCT = 10.0
 
@@ -147,6 +150,175 @@ def render(report: dict[str, Any]) -> str:
                 f"{'' if r['still_open'] == r['connections'] else ', some closed'})"
             )
         lines += ["Idle memory: server VmRSS per idle connection", *_table(header, rows), ""]
+    if report.get("cluster"):
+        lines += render_cluster(report["cluster"], verdicts)
     if verdicts:
         lines += ["Targets:", *[f"  - {v}" for v in verdicts]]
     return "\n".join(lines)
+
+
+def _per_pub(value: float) -> str:
+    return _num(value, ".3f")
+
+
+def render_cluster(data: dict[str, Any], verdicts: list[str]) -> list[str]:
+    """The cluster part's two tables; its verdicts are appended to ``verdicts``."""
+    runs = data.get("runs", [])
+    base = {r["rate"]: r for r in runs if not r["redis"]}
+    header = [
+        "setup",
+        "subs x pub/s",
+        "delivered/s",
+        "loss",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "p50 +ms",
+        "srv µs/dlv",
+        "nodes CPU %",
+        "redis CPU %",
+        "core 0 %",
+        "gen CPU %",
+        "other CPU %",
+        "PUBLISH/pub",
+        "EVALSHA/pub",
+        "note",
+    ]
+    rows = []
+    for r in runs:
+        notes = []
+        if r["client_bound"]:
+            notes.append("CLIENT-BOUND")
+        if r["other_cpu_pct"] >= NOISY_PCT:
+            notes.append("NOISY")
+        if r["server_core_pct"] >= CORE_FULL_PCT:
+            notes.append("CORE-0 FULL")
+        if r["disconnected"]:
+            notes.append(f"{r['disconnected']} disconnected")
+        b = base.get(r["rate"])
+        rows.append(
+            [
+                r["setup"],
+                f"{r['subscribers']} x {r['rate']:g}",
+                f"{r['deliveries_per_s']:,.0f}",
+                f"{r['loss']} ({r['loss_pct']:.2f}%)",
+                _num(r["p50_ms"], ".1f"),
+                _num(r["p99_ms"], ".1f"),
+                _num(r["max_ms"], ".1f"),
+                _num(r["p50_ms"] - b["p50_ms"], "+.1f") if b is not None and r is not b else "",
+                _num(r["server_cpu_us_per_delivery"], ".2f"),
+                "+".join(f"{c:.0f}" for c in r["node_cpu_pct"]),
+                _num(r["redis_cpu_pct"], ".0f") if r["redis"] else "",
+                _num(r["server_core_pct"], ".0f"),
+                _num(r["generator_cpu_pct"], ".0f"),
+                _num(r["other_cpu_pct"], ".0f"),
+                _per_pub(r["publish_per_publication"]) if r["redis"] else "",
+                _per_pub(r["evalsha_per_publication"]) if r["redis"] else "",
+                " ".join(notes),
+            ]
+        )
+    lines = [
+        f"Cluster: {runs[0]['subscribers'] if runs else '?'} WebSocket subscribers of "
+        f"{data['channel']} (history {data['history_size']}), publisher on the first node; "
+        f"Redis {data.get('redis_version', '?')}",
+        *_table(header, rows),
+        "  p50 +ms = p50 minus the 1-node in-memory p50 at the same rate; srv µs/dlv and "
+        "nodes/redis CPU count every node and redis-server;",
+        "  core 0 % = the servers' core busy, by anyone (minus nodes and redis: others on it); "
+        f"CORE-0 FULL = core 0 >= {CORE_FULL_PCT:g} %: publications queue;",
+        f"  {data['pinning']};",
+        "  PUBLISH/EVALSHA per publication from INFO commandstats (a script's PUBLISH counts "
+        "as cmdstat_publish); SUBSCRIBE calls while subscribing: "
+        + ", ".join(f"{k}: {v}" for k, v in data.get("subscribe_calls", {}).items()),
+        "",
+    ]
+    levels = data.get("throughput", [])
+    if levels:
+        header = [
+            "connections x depth",
+            "publishes/s",
+            "node CPU %",
+            "redis CPU %",
+            "other nodes %",
+            "gen CPU %",
+            "other CPU %",
+            "node µs/pub",
+            "redis µs/pub",
+            "EVALSHA/pub",
+            "errors",
+        ]
+        rows = [
+            [
+                f"{t['connections']} x {t['depth']}",
+                f"{t['publishes_per_s']:,.0f}",
+                _num(t["node_cpu_pct"], ".0f"),
+                _num(t["redis_cpu_pct"], ".0f"),
+                _num(t["other_nodes_cpu_pct"], ".0f"),
+                _num(t["generator_cpu_pct"], ".0f"),
+                _num(t["other_cpu_pct"], ".0f"),
+                _num(t["node_us_per_publish"], ".1f"),
+                _num(t["redis_us_per_publish"], ".1f"),
+                _per_pub(t["evalsha_per_publish"]),
+                str(t["errors"]),
+            ]
+            for t in levels
+        ]
+        lines += [
+            "Publish throughput through the Lua script: TCP connections to one node, each "
+            "keeping `depth` publishes with ids in flight (channel without subscribers)",
+            *_table(header, rows),
+            "",
+        ]
+    # Verdicts: the p50 the cluster adds, PUBLISH per publication, what limits publishing.
+    cluster = [r for r in runs if r["nodes"] > 1]
+    hop = {r["rate"]: r for r in runs if r["redis"] and r["nodes"] == 1}
+    noisy = sorted({f"{r['rate']:g}/s" for r in runs if r["other_cpu_pct"] >= NOISY_PCT})
+    # A verdict on latency from a noisy run says nothing, met or missed.
+    caveat = f" -- NOT CONCLUSIVE: noisy runs at {', '.join(noisy)}" if noisy else ""
+    added = [r for r in cluster if r["rate"] in base]
+    if added:
+        deltas = [r["p50_ms"] - base[r["rate"]]["p50_ms"] for r in added]
+        ok = all(d <= TARGET_CLUSTER_P50_MS for d in deltas)
+        parts = []
+        for r, d in zip(added, deltas, strict=True):
+            rate = r["rate"]
+            h = hop.get(rate)
+            via = f" (1 node + Redis: {h['p50_ms'] - base[rate]['p50_ms']:+.1f})" if h else ""
+            full = ", core 0 full" if r["server_core_pct"] >= CORE_FULL_PCT else ""
+            parts.append(f"{d:+.1f} ms at {rate:g}/s{via}{full}")
+        verdicts.append(
+            f"cluster path adds <= {TARGET_CLUSTER_P50_MS:g} ms p50 over the single-node path: "
+            f"{'met' if ok else 'MISSED'} ({'; '.join(parts)}){caveat}"
+        )
+    redis_runs = [r for r in runs if r["redis"]]
+    if redis_runs:
+        ok = all(r["publish_per_publication"] == 1.0 for r in redis_runs)
+        verdicts.append(
+            f"one Redis PUBLISH per publication: {'met' if ok else 'MISSED'} ("
+            + ", ".join(
+                f"{r['publish_per_publication']:.3f} with {r['nodes']} node(s) at {r['rate']:g}/s"
+                for r in redis_runs
+            )
+            + ")"
+        )
+    if levels:
+        peak = max(levels, key=lambda t: t["publishes_per_s"])
+        node_us, redis_us = peak["node_us_per_publish"], peak["redis_us_per_publish"]
+        core0 = peak["node_cpu_pct"] + peak["redis_cpu_pct"] + peak["other_nodes_cpu_pct"]
+        if peak["generator_cpu_pct"] >= 100 * 0.9:
+            limit = "the generator (client-bound)"
+        elif core0 >= 90:
+            limit = (
+                f"core 0 full, node {peak['node_cpu_pct']:.0f} % vs redis-server "
+                f"{peak['redis_cpu_pct']:.0f} %: the {'node' if node_us >= redis_us else 'Redis'}"
+            )
+        else:
+            limit = f"neither core full (core 0 at {core0:.0f} %): round trips"
+        verdicts.append(
+            f"publish throughput (no target): peak {peak['publishes_per_s']:,.0f} publishes/s "
+            f"on one node at {peak['connections']} connections; limit: {limit}; per publish node "
+            f"{node_us:.1f} µs, Redis {redis_us:.1f} µs: a core of Redis's own would take "
+            f"~{1e6 / redis_us:,.0f}/s, what ~{node_us / redis_us:.1f} nodes with a core each "
+            "publish flat out"
+        )
+    return lines
