@@ -2,9 +2,9 @@
 
 One core must drive a thousand subscribers receiving 200,000 messages/s, so
 these skip everything the full :class:`client.Client` does (tasks, futures per
-command, reconnects): a WebSocket handshake written by hand (RFC 6455 §4.1,
-a fixed ``Sec-WebSocket-Key``), masked client frames (§5.3), and an
-incremental parser of the server's unmasked frames. Both transports speak
+command, reconnects): the handshake and masked client frames come from
+:mod:`protocol.wsclient`, and the server's unmasked frames are parsed inline,
+without copying a message until it is handed on. Both transports speak
 msgpack (WebSocket subprotocol ``hubbub.v1.msgpack``).
 
 A connection sends ``connect`` (id 1) and, for a subscriber, ``subscribe``
@@ -15,8 +15,6 @@ A connection sends ``connect`` (id 1) and, for a subscriber, ``subscribe``
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import time
 from typing import Any
 
@@ -24,69 +22,18 @@ import msgpack
 
 from protocol.codec import Encoding, encode_msgpack
 from protocol.frames import FrameDecoder, encode_frame
-
-WS_PATH = "/ws"
-#: RFC 6455's sample nonce: any 16 bytes, base64, will do.
-WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-WS_ACCEPT = base64.b64encode(
-    hashlib.sha1((WS_KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
-).decode()
-MASK_KEY = b"\x5a\x1e\xc3\x07"
-OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x2, 0x8, 0x9, 0xA
-MAX_HEADER = 16384
+from protocol.wsclient import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    ClientHandshake,
+    WebSocketError,
+    client_frame,
+)
 
 _unpackb = msgpack.unpackb
 _monotonic = time.monotonic
-
-
-def handshake_request(host: str, port: int, subprotocol: str = Encoding.MSGPACK.value) -> bytes:
-    """The HTTP upgrade request of a WebSocket client (RFC 6455 §4.1)."""
-    return (
-        f"GET {WS_PATH} HTTP/1.1\r\n"
-        f"Host: {host}:{port}\r\n"
-        "Upgrade: websocket\r\n"
-        "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {WS_KEY}\r\n"
-        "Sec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
-        "\r\n"
-    ).encode()
-
-
-def check_handshake_response(head: bytes, subprotocol: str = Encoding.MSGPACK.value) -> None:
-    """Raise unless ``head`` (status line and headers) accepts our upgrade."""
-    lines = head.decode("latin-1").split("\r\n")
-    if not lines[0].startswith("HTTP/1.1 101"):
-        raise ConnectionError(f"WebSocket upgrade refused: {lines[0]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("sec-websocket-accept") != WS_ACCEPT:
-        raise ConnectionError("bad Sec-WebSocket-Accept")
-    if headers.get("sec-websocket-protocol") != subprotocol:
-        raise ConnectionError(f"subprotocol not accepted: {headers.get('sec-websocket-protocol')}")
-
-
-def _mask(payload: bytes, key: bytes = MASK_KEY) -> bytes:
-    n = len(payload)
-    if not n:
-        return payload
-    stream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-
-
-def client_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
-    """One masked, unfragmented client frame (RFC 6455 §5.2-5.3)."""
-    n = len(payload)
-    first = bytes((0x80 | opcode,))
-    if n < 126:
-        header = first + bytes((0x80 | n,))
-    elif n < 65536:
-        header = first + bytes((0x80 | 126,)) + n.to_bytes(2, "big")
-    else:
-        header = first + bytes((0x80 | 127,)) + n.to_bytes(8, "big")
-    return header + MASK_KEY + _mask(payload)
 
 
 def commands(channel: str | None) -> list[dict[str, Any]]:
@@ -180,13 +127,13 @@ class WsConn(LeanConn):
 
     def __init__(self, host: str, port: int, channel: str | None = None) -> None:
         super().__init__(channel)
-        self.host, self.port = host, port
+        self.handshake = ClientHandshake(host, port, subprotocol=Encoding.MSGPACK.value)
         self.upgraded = False
         self.buf = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        transport.write(handshake_request(self.host, self.port))  # type: ignore[attr-defined]
+        transport.write(self.handshake.request())  # type: ignore[attr-defined]
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.transport is not None
@@ -202,15 +149,14 @@ class WsConn(LeanConn):
             data = self.buf + data
             self.buf = b""
         if not self.upgraded:
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                if len(data) > MAX_HEADER:
-                    raise ConnectionError("handshake response too large")
-                self.buf = data
+            try:
+                rest = self.handshake.receive(data)
+            except WebSocketError as exc:
+                raise ConnectionError(str(exc)) from None
+            if rest is None:
                 return
-            check_handshake_response(data[:end])
             self.upgraded = True
-            data = data[end + 4 :]
+            data = rest
             self.on_open()
         # Server frames are never masked (RFC 6455 §5.1); several may share a
         # chunk and one may span chunks.
