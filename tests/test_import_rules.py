@@ -40,7 +40,8 @@ RULES: dict[str, Rule] = {
         third_party=frozenset({"msgpack"}),
         banned_stdlib=frozenset({"asyncio", "socket", "selectors", "ssl", "socketserver"}),
     ),
-    "cluster": Rule(ours=("cluster", "protocol"), third_party=frozenset({"redis"})),
+    # "redis (with hiredis)": hiredis packs commands in C for the Redis engine.
+    "cluster": Rule(ours=("cluster", "protocol"), third_party=frozenset({"redis", "hiredis"})),
     # The node sees the broker interface and the factory, never an engine.
     "server": Rule(
         ours=("server", "protocol", "cluster.broker", "cluster.factory"),
