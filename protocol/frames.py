@@ -32,14 +32,19 @@ class FrameDecoder:
     """Incremental decoder of length-prefixed frames.
 
     One chunk may hold many frames and one frame may span many chunks; both
-    decode the same. After an error the decoder must not be fed again.
+    decode the same. A bad length header raises; when valid frames came
+    before it in the same chunk, they are returned first and the error is
+    kept in :attr:`error` (and raised by the next :meth:`feed`), so what a
+    peer sent before its mistake is handled however TCP split the bytes.
     """
 
-    __slots__ = ("_buf", "max_frame")
+    __slots__ = ("_buf", "error", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buf = bytearray()
+        #: The violation found after the frames last returned, if any.
+        self.error: ProtocolViolation | None = None
 
     @property
     def buffered(self) -> int:
@@ -52,6 +57,8 @@ class FrameDecoder:
         Raises :class:`FrameTooLarge` for a length over ``max_frame`` and
         :class:`ProtocolViolation` for a zero length.
         """
+        if self.error is not None:
+            raise self.error
         buf = self._buf
         if not buf:
             # Fast path: parse straight from the chunk, buffer only the tail.
@@ -83,7 +90,13 @@ class FrameDecoder:
         while end - pos >= HEADER_SIZE:
             (length,) = _unpack_from(data, pos)
             if length > max_frame or length == 0:
-                self._check(length)
+                if not frames:
+                    self._check(length)
+                try:
+                    self._check(length)
+                except ProtocolViolation as exc:
+                    self.error = exc  # raised once these frames are handled
+                return frames, b""
             start = pos + HEADER_SIZE
             stop = start + length
             if stop > end:

@@ -39,6 +39,8 @@ async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.St
                     pending = conn.out_size + transport.get_write_buffer_size()
                     if pending > node.config.limits.outbound_buffer:
                         await conn.wait_written(writer)
+                if decoder.error is not None and conn.writable:
+                    raise decoder.error  # after the frames that came before it
             except ProtocolViolation as exc:
                 if isinstance(exc, FrameTooLarge):
                     node.limits.hit("max_frame")

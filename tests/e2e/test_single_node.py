@@ -258,6 +258,18 @@ async def test_oversized_frame_after_connect_is_3004(hub_node: NodeProc) -> None
         assert push["code"] == 3004 and push["reason"] == "frame too large", push
 
 
+async def test_commands_before_a_bad_header_in_one_send_are_handled(hub_node: NodeProc) -> None:
+    """However TCP splits them, what a client sent before its mistake is
+    processed: the ping's reply arrives, then the disconnect for the header."""
+    async with await open_tcp(hub_node) as c:
+        ping = encode_frame(msgpack.packb({"op": "ping", "id": 41}))
+        await c.send_bytes(ping + (1 << 20).to_bytes(4, "big"))
+        messages, _ = await c.closed()
+        assert [m.get("id") for m in messages if "id" in m] == [41], messages
+        assert messages[-1]["push"] == "disconnect", messages
+        assert messages[-1]["code"] == 3004 and messages[-1]["reason"] == "frame too large"
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -94,13 +94,22 @@ def test_oversized_header_raises_as_soon_as_its_last_byte_arrives(
 @given(before=st.lists(st.binary(min_size=1, max_size=20), max_size=3))
 def test_oversized_header_after_other_frames_at_every_cut(before: list[bytes]) -> None:
     """The limit holds whether the header starts a chunk, follows frames in one,
-    or completes a buffered prefix: it raises on the chunk that completes it."""
+    or completes a buffered prefix; and at every cut, every frame before it
+    comes out first. The chunk that completes the header raises, or (when it
+    also completed frames) returns them and holds the error for the next feed."""
     stream = b"".join(map(encode_frame, before)) + header(65)
     for i in range(len(stream)):
         decoder = FrameDecoder(max_frame=64)
-        decoder.feed(stream[:i])
-        with pytest.raises(FrameTooLarge):
-            decoder.feed(stream[i:])
+        got = decoder.feed(stream[:i])
+        try:
+            got += decoder.feed(stream[i:])
+        except FrameTooLarge:
+            assert decoder.error is None
+        else:
+            assert isinstance(decoder.error, FrameTooLarge)
+            with pytest.raises(FrameTooLarge):
+                decoder.feed(b"")
+        assert got == before
 
 
 @pytest.mark.parametrize("prefix", [b"", encode_frame(b"ok")])
@@ -193,3 +202,19 @@ def test_max_size_frame_trickled_one_byte_at_a_time() -> None:
         assert decoder.buffered <= HEADER_SIZE + DEFAULT_MAX_FRAME - 1
     assert out == [payload, b"next"]
     assert decoder.buffered == 0
+
+
+def test_frames_before_a_bad_header_in_one_chunk_come_out_first() -> None:
+    """Whatever the split, what the peer sent before its mistake is decoded:
+    the error waits in ``error`` and the next feed raises it."""
+    decoder = FrameDecoder(max_frame=16)
+    chunk = encode_frame(b"one") + encode_frame(b"two") + b"\xff\xff\xff\xff" + b"junk"
+    assert decoder.feed(chunk) == [b"one", b"two"]
+    assert isinstance(decoder.error, FrameTooLarge)
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(b"more")
+    # Alone (or first in its chunk), a bad header still raises at once.
+    fresh = FrameDecoder(max_frame=16)
+    with pytest.raises(ProtocolViolation):
+        fresh.feed(b"\x00\x00\x00\x00")
+    assert fresh.error is None
