@@ -30,6 +30,7 @@ from protocol.wsclient import (
     ClientHandshake,
     WebSocketError,
     client_frame,
+    frame_bounds,
 )
 
 _unpackb = msgpack.unpackb
@@ -161,23 +162,11 @@ class WsConn(LeanConn):
         # Server frames are never masked (RFC 6455 §5.1); several may share a
         # chunk and one may span chunks.
         pos, n = 0, len(data)
-        while n - pos >= 2:
-            length = data[pos + 1] & 0x7F
-            if length < 126:
-                start = pos + 2
-            elif length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            else:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            end = start + length
-            if end > n:
+        while True:
+            bounds = frame_bounds(data, pos)
+            if bounds is None or bounds[1] > n:
                 break
+            start, end = bounds
             opcode = data[pos] & 0x0F
             pos = end
             if opcode == OP_BINARY:
@@ -185,7 +174,7 @@ class WsConn(LeanConn):
             elif opcode == OP_PING:
                 self.transport.write(client_frame(data[start:end], OP_PONG))  # type: ignore[union-attr]
             elif opcode == OP_CLOSE:
-                if length >= 2:
+                if end - start >= 2:
                     self.disconnect_code = (data[start] << 8) | data[start + 1]
                 self.transport.write(client_frame(data[start : start + 2], OP_CLOSE))  # type: ignore[union-attr]
         if pos < n:

@@ -117,6 +117,31 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
     return struct.unpack_from("!H", payload)[0], payload[2:].decode("utf-8", "replace")
 
 
+def frame_bounds(data: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the payload of the server frame at ``data[pos]`` lies, as
+    ``(start, end)``; None while its header is incomplete. ``end`` may lie
+    beyond ``data`` (the payload is still arriving), so a caller can refuse a
+    frame by its length before buffering it (§5.2; server frames are unmasked).
+    """
+    n = len(data)
+    if n - pos < 2:
+        return None
+    length = data[pos + 1] & 0x7F
+    if length < 126:
+        start = pos + 2
+    elif length == 126:
+        if n - pos < 4:
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        start = pos + 4
+    else:
+        if n - pos < 10:
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+        start = pos + 10
+    return start, start + length
+
+
 class FrameParser:
     """The server's frames, from bytes to ``(opcode, payload)`` messages.
 
@@ -141,24 +166,14 @@ class FrameParser:
         pos, n = 0, len(data)
         while n - pos >= 2:
             b0 = data[pos]
-            length = data[pos + 1]
-            if length & 0x80 or b0 & 0x70:
+            if data[pos + 1] & 0x80 or b0 & 0x70:
                 raise WebSocketError("masked or extended server frame")
-            if length < 126:
-                start = pos + 2
-            elif length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            else:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            if length > self.max_size:
-                raise WebSocketError(f"frame of {length} bytes over {self.max_size}")
-            end = start + length
+            bounds = frame_bounds(data, pos)
+            if bounds is None:
+                break
+            start, end = bounds
+            if end - start > self.max_size:
+                raise WebSocketError(f"frame of {end - start} bytes over {self.max_size}")
             if end > n:
                 break
             pos = end

@@ -17,6 +17,7 @@ from protocol.wsclient import (
     WebSocketError,
     accept_for,
     client_frame,
+    frame_bounds,
     mask,
     parse_close,
 )
@@ -111,3 +112,15 @@ def test_close_payload() -> None:
     assert FrameParser().feed(bytes((0x80 | OP_CLOSE, 2)) + b"\x0b\xb9") == [
         (OP_CLOSE, b"\x0b\xb9")
     ]
+
+
+def test_frame_bounds_at_every_header_size() -> None:
+    """Payload bounds of server frames with 1-, 2- and 8-byte lengths; None
+    until the header is in; the end may lie past the bytes held so far."""
+    for size in (0, 125, 126, 65535, 65536):
+        frame = b"xx" + ws_server_frame(b"p" * size, text=False)
+        start, end = frame_bounds(frame, 2) or (0, 0)
+        assert frame[start:end] == b"p" * size and end == len(frame)
+        header = start - 2
+        assert frame_bounds(frame[: 2 + header - 1], 2) is None  # header incomplete
+        assert frame_bounds(frame[: 2 + header], 2) == (start, end)  # payload still due
