@@ -40,7 +40,7 @@ from typing import Any
 import msgpack
 
 from benchmarks import procstat
-from benchmarks.fanout import SATURATED, Subscriber, Tally, percentile
+from benchmarks.fanout import Subscriber, Tally, await_deliveries, delivery_figures
 from benchmarks.launcher import (
     BENCH_CONFIG,
     ROOT,
@@ -256,13 +256,7 @@ async def run_rate(
         total0 = tally.total
         window_end = window_start + measure_count / rate
         expected = measure_count * len(subs)
-        deadline = window_end + drain
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            if tally.measured >= expected and time.monotonic() >= window_end:
-                break
-            if all(s.closed for s in subs):
-                break
+        await await_deliveries(tally, subs, window_end, expected, drain)
         now = time.monotonic()
         used = [m.stop(now)[0] for m in servers]
         gen_cpu, wall = gen.stop(now)
@@ -278,8 +272,6 @@ async def run_rate(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    ordered = sorted(tally.latencies)
-    loss = expected - tally.measured
     server_cpu = sum(used)
     commands = _delta(calls1, calls0)
     sent = int(publisher["sent"])
@@ -288,33 +280,26 @@ async def run_rate(
         setup=setup.name,
         nodes=n,
         redis=setup.redis is not None,
-        subscribers=len(subs),
-        rate=rate,
-        offered=rate * len(subs),
-        seconds=measure_count / rate,
-        expected=expected,
-        received=tally.measured,
-        loss=loss,
-        loss_pct=100.0 * loss / expected if expected else 0.0,
-        deliveries_per_s=deliveries / wall if wall > 0 else 0.0,
-        p50_ms=percentile(ordered, 0.50) * 1000,
-        p99_ms=percentile(ordered, 0.99) * 1000,
-        max_ms=(ordered[-1] * 1000) if ordered else float("nan"),
-        server_cpu_us_per_delivery=server_cpu / deliveries * 1e6 if deliveries else float("nan"),
-        server_cpu_pct=100.0 * server_cpu / wall,
+        **delivery_figures(
+            tally,
+            subs,
+            rate=rate,
+            measure_count=measure_count,
+            expected=expected,
+            deliveries=deliveries,
+            wall=wall,
+            server_cpu=server_cpu,
+            gen_cpu=gen_cpu,
+            other_cpu=other_cpu,
+        ),
         node_cpu_pct=[100.0 * c / wall for c in used[:n]],
         redis_cpu_pct=100.0 * used[n] / wall if setup.redis is not None else 0.0,
-        generator_cpu_pct=100.0 * gen_cpu / wall,
-        client_bound=gen_cpu / wall >= SATURATED,
-        other_cpu_pct=max(0.0, 100.0 * other_cpu / wall),
         server_core_pct=100.0 * core_cpu / wall,
         publications=sent,
         commands=commands,
         publish_per_publication=commands.get("publish", 0) / sent if redis_port else float("nan"),
         evalsha_per_publication=commands.get("evalsha", 0) / sent if redis_port else float("nan"),
         publisher=publisher,
-        disconnected=sum(1 for s in subs if s.closed),
-        foreign=tally.other + tally.stale,
     )
 
 

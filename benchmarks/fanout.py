@@ -130,6 +130,62 @@ def percentile(ordered: list[float] | array[float], q: float) -> float:
     return ordered[rank]
 
 
+async def await_deliveries(
+    tally: Tally, subs: list[Subscriber], window_end: float, expected: int, drain: float
+) -> None:
+    """Wait until every delivery of the measured window has arrived, or
+    ``drain`` seconds past its end, or until every subscriber is gone."""
+    deadline = window_end + drain
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        if tally.measured >= expected and time.monotonic() >= window_end:
+            break
+        if all(s.closed for s in subs):
+            break
+
+
+def delivery_figures(
+    tally: Tally,
+    subs: list[Subscriber],
+    *,
+    rate: float,
+    measure_count: int,
+    expected: int,
+    deliveries: int,
+    wall: float,
+    server_cpu: float,
+    gen_cpu: float,
+    other_cpu: float,
+) -> dict[str, Any]:
+    """The figures every fan-out run reports, single node or cluster: loss,
+    latency percentiles from the intended send time, CPU per delivery."""
+    ordered = sorted(tally.latencies)
+    loss = expected - tally.measured
+    return {
+        "subscribers": len(subs),
+        "rate": rate,
+        "offered": rate * len(subs),
+        "seconds": measure_count / rate,
+        "expected": expected,
+        "received": tally.measured,
+        "loss": loss,
+        "loss_pct": 100.0 * loss / expected if expected else 0.0,
+        "deliveries_per_s": deliveries / wall if wall > 0 else 0.0,
+        "p50_ms": percentile(ordered, 0.50) * 1000,
+        "p99_ms": percentile(ordered, 0.99) * 1000,
+        "max_ms": (ordered[-1] * 1000) if ordered else float("nan"),
+        "server_cpu_us_per_delivery": (
+            server_cpu / deliveries * 1e6 if deliveries else float("nan")
+        ),
+        "server_cpu_pct": 100.0 * server_cpu / wall,
+        "generator_cpu_pct": 100.0 * gen_cpu / wall,
+        "client_bound": gen_cpu / wall >= SATURATED,
+        "other_cpu_pct": max(0.0, 100.0 * other_cpu / wall),
+        "disconnected": sum(1 for s in subs if s.closed),
+        "foreign": tally.other + tally.stale,
+    }
+
+
 async def _readline(stream: asyncio.StreamReader, timeout: float) -> str:
     line = await asyncio.wait_for(stream.readline(), timeout)
     if not line:
@@ -187,13 +243,7 @@ async def run_rate(
         total0 = tally.total
         window_end = window_start + measure_count / rate
         expected = measure_count * len(subs)
-        deadline = window_end + drain
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            if tally.measured >= expected and time.monotonic() >= window_end:
-                break
-            if all(s.closed for s in subs):
-                break
+        await await_deliveries(tally, subs, window_end, expected, drain)
         now = time.monotonic()
         srv_user1, srv_sys1 = procstat.cpu_times(server.pid)
         gen_cpu, wall = gen.stop(now)
@@ -210,31 +260,22 @@ async def run_rate(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    ordered = sorted(tally.latencies)
-    loss = expected - tally.measured
     return FanoutResult(
-        subscribers=len(subs),
-        rate=rate,
-        offered=rate * len(subs),
-        seconds=measure_count / rate,
-        expected=expected,
-        received=tally.measured,
-        loss=loss,
-        loss_pct=100.0 * loss / expected if expected else 0.0,
-        deliveries_per_s=deliveries / wall if wall > 0 else 0.0,
-        p50_ms=percentile(ordered, 0.50) * 1000,
-        p99_ms=percentile(ordered, 0.99) * 1000,
-        max_ms=(ordered[-1] * 1000) if ordered else float("nan"),
-        server_cpu_us_per_delivery=server_cpu / deliveries * 1e6 if deliveries else float("nan"),
-        server_cpu_pct=100.0 * server_cpu / wall,
-        generator_cpu_pct=100.0 * gen_cpu / wall,
+        **delivery_figures(
+            tally,
+            subs,
+            rate=rate,
+            measure_count=measure_count,
+            expected=expected,
+            deliveries=deliveries,
+            wall=wall,
+            server_cpu=server_cpu,
+            gen_cpu=gen_cpu,
+            other_cpu=other_cpu,
+        ),
         receiver_cpu_pct=100.0 * own_cpu / wall,
-        client_bound=gen_cpu / wall >= SATURATED,
-        other_cpu_pct=max(0.0, 100.0 * other_cpu / wall),
         server_system_share=server_sys / server_cpu if server_cpu else float("nan"),
         publisher=publisher,
-        disconnected=sum(1 for s in subs if s.closed),
-        foreign=tally.other + tally.stale,
         server_rss_kb=procstat.rss_kb(server.pid),
     )
 
