@@ -169,14 +169,32 @@ class Connection:
         if self.dropped and backlog <= limit // 2:
             self.send_lag()
 
-    async def wait_written(self, writer: asyncio.StreamWriter) -> None:
-        """The client is not reading its replies: flush, and wait until the
-        transport has written most of its buffer before the transport reads
-        the next command (DESIGN.md "Backpressure"). The client's kernel window
-        closes and it slows down; one that never reads is cut by the keepalive
-        (3003), as none of its commands is processed meanwhile."""
-        self.flush()
-        await writer.drain()
+    async def pace(self, writer: asyncio.StreamWriter) -> None:
+        """Called by a transport before it reads on: when the client is not
+        reading its replies (unread output over ``outbound_buffer``), flush and
+        wait until the transport has written most of it (DESIGN.md
+        "Backpressure"). The client's kernel window closes and it slows down;
+        one that never reads is cut by the keepalive (3003), as none of its
+        commands is processed meanwhile."""
+        if not self.writable:
+            return
+        pending = self.out_size + self.transport.get_write_buffer_size()
+        if pending > self.node.config.limits.outbound_buffer:
+            self.flush()
+            await writer.drain()
+
+    async def finish(self, reader: asyncio.StreamReader) -> None:
+        """The transport's read loop ended: flush and close, or, after a
+        :meth:`disconnect`, drop the client's input until it closes
+        (:meth:`linger`); then leave every channel."""
+        try:
+            if self.writable:
+                self.flush()
+                self.transport.close()
+            else:
+                await self.linger(reader)
+        finally:
+            self.closed()
 
     def send_lag(self) -> None:
         """Tell the client what the drop policy skipped, once it has caught up."""

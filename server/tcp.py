@@ -36,9 +36,7 @@ async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.St
                     await conn.handle(decode_msgpack(payload))
                     if not conn.writable:
                         break
-                    pending = conn.out_size + transport.get_write_buffer_size()
-                    if pending > node.config.limits.outbound_buffer:
-                        await conn.wait_written(writer)
+                    await conn.pace(writer)
                 if decoder.error is not None and conn.writable:
                     raise decoder.error  # after the frames that came before it
             except ProtocolViolation as exc:
@@ -49,11 +47,4 @@ async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.St
     except (ConnectionError, OSError):
         pass
     finally:
-        try:
-            if conn.writable:
-                conn.flush()
-                transport.close()
-            else:
-                await conn.linger(reader)  # disconnected: half-closed, drop input
-        finally:
-            conn.closed()
+        await conn.finish(reader)

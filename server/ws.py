@@ -134,34 +134,24 @@ async def serve_ws(node: Node, reader: asyncio.StreamReader, writer: asyncio.Str
                 await conn.handle(message)
                 if not conn.writable:
                     break
-                pending = conn.out_size + transport.get_write_buffer_size()
-                if pending > node.config.limits.outbound_buffer:
-                    await conn.wait_written(writer)
+                await conn.pace(writer)
             if conn.writable and _flush_protocol(conn, ws):
                 break  # close handshake done, handshake refused, or protocol error
             if ws.state is WsState.CLOSED or ws.close_expected():
                 break
             # Pongs to WebSocket pings are output too: a client that floods
             # pings without reading is not read further either.
-            pending = conn.out_size + transport.get_write_buffer_size()
-            if conn.writable and pending > node.config.limits.outbound_buffer:
-                await conn.wait_written(writer)
+            await conn.pace(writer)
     except (ConnectionError, OSError):
         pass
     finally:
-        try:
-            if conn.writable:
-                if ws.parser_exc is not None and ws.state is not WsState.CONNECTING:
-                    code = ws.close_sent.code if ws.close_sent is not None else 1002
-                    node.metrics.disconnects.labels(str(code)).inc()
-                    if code == WS_MESSAGE_TOO_BIG:
-                        node.limits.hit("max_frame")
-                conn.flush()
-                transport.close()
-            else:
-                await conn.linger(reader)  # disconnected: half-closed, drop input
-        finally:
-            conn.closed()
+        if conn.writable and ws.parser_exc is not None and ws.state is not WsState.CONNECTING:
+            # The websockets protocol failed the connection itself (1002, 1009...).
+            code = ws.close_sent.code if ws.close_sent is not None else 1002
+            node.metrics.disconnects.labels(str(code)).inc()
+            if code == WS_MESSAGE_TOO_BIG:
+                node.limits.hit("max_frame")
+        await conn.finish(reader)
 
 
 def _handshake(conn: Connection, ws: ServerProtocol, request: Request) -> None:
