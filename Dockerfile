@@ -2,11 +2,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY protocol ./protocol
-COPY cluster ./cluster
-COPY server ./server
-COPY client ./client
-COPY loadtest ./loadtest
+COPY hubbub ./hubbub
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 

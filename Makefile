@@ -4,24 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check bench clean
+.PHONY: install system-deps run test check bench clean
 
-# The venv is (re)built when missing or older than pyproject.toml.
-$(STAMP): pyproject.toml
+# The venv is (re)built when missing or older than pyproject.toml or the system package list.
+$(STAMP): pyproject.toml .ci/system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	@command -v redis-server >/dev/null 2>&1 || $(MAKE) --no-print-directory system-deps
+	bash .ci/system-deps
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# System packages the tests need (redis-server), via apt-get when missing.
+# System packages the tests start for real (.ci/system-deps lists them), via apt-get when missing.
 system-deps:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; \
-	fi
+	bash .ci/system-deps
 
 run: $(STAMP)
 	$(BIN)/hubbub serve --config configs/hubbub.toml
@@ -31,7 +28,7 @@ test: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check protocol cluster server client loadtest
+	$(BIN)/ruff format --check hubbub
 	$(BIN)/mypy
 
 bench: $(STAMP)

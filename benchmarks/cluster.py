@@ -50,8 +50,8 @@ from benchmarks.launcher import (
 )
 from benchmarks.leanclient import TcpConn, open_many
 from benchmarks.publisher import payload
-from protocol.codec import encode_msgpack
-from protocol.frames import encode_frame
+from hubbub.protocol.codec import encode_msgpack
+from hubbub.protocol.frames import encode_frame
 
 CHANNEL = "bench:feed"
 THROUGHPUT_CHANNEL = "bench:tp"

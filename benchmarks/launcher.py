@@ -86,7 +86,7 @@ class ServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "server.cli",
+            "hubbub.server.cli",
             "serve",
             "--config",
             self._config_path,

@@ -20,9 +20,9 @@ from typing import Any
 
 import msgpack
 
-from protocol.codec import Encoding, encode_msgpack
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.wsclient import (
+from hubbub.protocol.codec import Encoding, encode_msgpack
+from hubbub.protocol.frames import FrameDecoder, encode_frame
+from hubbub.protocol.wsclient import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,

@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Any
 
-from protocol.codec import decode_msgpack, encode_msgpack
-from protocol.frames import FrameDecoder, encode_frame
+from hubbub.protocol.codec import decode_msgpack, encode_msgpack
+from hubbub.protocol.frames import FrameDecoder, encode_frame
 
 #: magic, run id, sequence number, intended send time (monotonic seconds).
 STAMP = struct.Struct("<4sBxxxQd")

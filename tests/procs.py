@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HUBBUB = [sys.executable, "-m", "server.cli"]
+HUBBUB = [sys.executable, "-m", "hubbub.server.cli"]
 _LISTEN_RE = re.compile(r"event=listening .*")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from client import Client
+from hubbub.client import Client
 from tests.client.fakeserver import FakeServer
 
 

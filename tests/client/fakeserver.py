@@ -18,10 +18,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from protocol.codec import SUBPROTOCOLS, Encoding, decode, encode
-from protocol.codes import DisconnectCode
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.messages import (
+from hubbub.protocol.codec import SUBPROTOCOLS, Encoding, decode, encode
+from hubbub.protocol.codes import DisconnectCode
+from hubbub.protocol.frames import FrameDecoder, encode_frame
+from hubbub.protocol.messages import (
     push_disconnect,
     push_pub,
     reply_error,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from client import (
+from hubbub.client import (
     ChannelEvent,
     Disconnected,
     Publication,
@@ -15,7 +15,7 @@ from client import (
     ReplyTimeout,
     StreamPosition,
 )
-from protocol.messages import push_join, push_leave, push_ping, reply_error, reply_ok
+from hubbub.protocol.messages import push_join, push_leave, push_ping, reply_error, reply_ok
 from tests.client.conftest import Setup
 from tests.client.fakeserver import FakeConn
 
@@ -230,7 +230,7 @@ async def test_connect_refused_raises(tcp: Setup) -> None:
 
 
 async def test_unreachable_server_raises_oserror() -> None:
-    from client import Client
+    from hubbub.client import Client
 
     c = Client("tcp://127.0.0.1:1", timeout=1)
     with pytest.raises(OSError):

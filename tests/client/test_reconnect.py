@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from client import ChannelEvent, Client, Disconnected, StreamPosition, Subscription
-from protocol.codes import DisconnectCode
-from protocol.messages import push_lag, push_pub
+from hubbub.client import ChannelEvent, Client, Disconnected, StreamPosition, Subscription
+from hubbub.protocol.codes import DisconnectCode
+from hubbub.protocol.messages import push_lag, push_pub
 from tests.client.conftest import Setup, start
 from tests.client.fakeserver import FakeConn, FakeServer
 

@@ -6,8 +6,15 @@ import asyncio
 
 import pytest
 
-from client import ChannelEvent, Client, Disconnected, Publication, StreamPosition, Subscription
-from client.client import backoff_delay
+from hubbub.client import (
+    ChannelEvent,
+    Client,
+    Disconnected,
+    Publication,
+    StreamPosition,
+    Subscription,
+)
+from hubbub.client.client import backoff_delay
 
 
 def make(**kwargs: object) -> Subscription:

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from client import Client, ReplyError
-from client.transport import TcpTransport, open_transport
-from protocol.codec import Encoding, encode_msgpack
-from protocol.frames import encode_frame
+from hubbub.client import Client, ReplyError
+from hubbub.client.transport import TcpTransport, open_transport
+from hubbub.protocol.codec import Encoding, encode_msgpack
+from hubbub.protocol.frames import encode_frame
 from tests.client.conftest import Setup
 
 

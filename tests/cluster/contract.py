@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from cluster.broker import Broker, ChannelOptions, ClientInfo, Publication
-from protocol.errors import PositionGone
-from protocol.messages import StreamPosition
+from hubbub.cluster.broker import Broker, ChannelOptions, ClientInfo, Publication
+from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.messages import StreamPosition
 
 HISTORY = ChannelOptions(history_size=100, history_ttl=300.0)
 NO_HISTORY = ChannelOptions()

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from cluster.broker import ChannelOptions, ClientInfo, Publication
-from cluster.memory import MemoryBroker
-from protocol.errors import PositionGone
-from protocol.messages import StreamPosition
+from hubbub.cluster.broker import ChannelOptions, ClientInfo, Publication
+from hubbub.cluster.memory import MemoryBroker
+from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.messages import StreamPosition
 from tests.cluster.contract import BrokerContract, RecordingHandler
 
 TTL = 10.0

@@ -14,13 +14,13 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from cluster.broker import BrokerUnavailable, ChannelOptions, ClientInfo
-from cluster.redis import RedisBroker
-from cluster.redis_layout import Keys
-from cluster.redis_scripts import ALL as ALL_SCRIPTS
-from cluster.sharding import shard_of
-from protocol.errors import PositionGone
-from protocol.messages import StreamPosition
+from hubbub.cluster.broker import BrokerUnavailable, ChannelOptions, ClientInfo
+from hubbub.cluster.redis import RedisBroker
+from hubbub.cluster.redis_layout import Keys
+from hubbub.cluster.redis_scripts import ALL as ALL_SCRIPTS
+from hubbub.cluster.sharding import shard_of
+from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.messages import StreamPosition
 from tests.cluster.contract import HISTORY, NO_HISTORY, BrokerContract, RecordingHandler, offsets
 from tests.procs import RedisProc, start_redis
 

@@ -8,9 +8,9 @@ import hashlib
 import msgpack
 import pytest
 
-from cluster.broker import ClientInfo
-from cluster.redis_conn import backoff, pack, redact
-from cluster.redis_layout import (
+from hubbub.cluster.broker import ClientInfo
+from hubbub.cluster.redis_conn import backoff, pack, redact
+from hubbub.cluster.redis_layout import (
     JOIN,
     Keys,
     decode,
@@ -21,7 +21,7 @@ from cluster.redis_layout import (
     member_of,
     publication,
 )
-from cluster.redis_scripts import ALL, Script
+from hubbub.cluster.redis_scripts import ALL, Script
 
 
 def test_pack_is_resp_bulk_strings() -> None:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from cluster.sharding import channel_key, jump_hash, shard_of
+from hubbub.cluster.sharding import channel_key, jump_hash, shard_of
 
 
 def test_known_vectors() -> None:

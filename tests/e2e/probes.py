@@ -16,8 +16,8 @@ import time
 import urllib.request
 from typing import Any
 
-from protocol.codec import decode_msgpack, encode_msgpack
-from protocol.frames import FrameDecoder, encode_frame
+from hubbub.protocol.codec import decode_msgpack, encode_msgpack
+from hubbub.protocol.frames import FrameDecoder, encode_frame
 from tests.procs import NodeProc
 
 TIMEOUT = 5.0

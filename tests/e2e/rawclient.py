@@ -22,8 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from protocol.codec import decode_msgpack, encode_msgpack
-from protocol.frames import FrameDecoder, encode_frame
+from hubbub.protocol.codec import decode_msgpack, encode_msgpack
+from hubbub.protocol.frames import FrameDecoder, encode_frame
 from tests.procs import NodeProc
 
 MSGPACK = "hubbub.v1.msgpack"

@@ -21,9 +21,16 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from client import ChannelEvent, Client, Publication, ReplyError, StreamPosition, Subscription
-from cluster.redis_layout import Keys
-from cluster.sharding import shard_of
+from hubbub.client import (
+    ChannelEvent,
+    Client,
+    Publication,
+    ReplyError,
+    StreamPosition,
+    Subscription,
+)
+from hubbub.cluster.redis_layout import Keys
+from hubbub.cluster.sharding import shard_of
 from tests.procs import NodeProc, RedisProc
 
 CONFIG = """

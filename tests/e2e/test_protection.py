@@ -21,8 +21,8 @@ from typing import Any
 
 from websockets.frames import Frame, Opcode
 
-from protocol.codec import encode_msgpack
-from protocol.frames import encode_frame
+from hubbub.protocol.codec import encode_msgpack
+from hubbub.protocol.frames import encode_frame
 from tests.e2e.probes import (
     SlowTcp,
     kernel_buffer_max,
@@ -396,8 +396,8 @@ async def test_handshake_timeout_before_the_http_upgrade(node_factory: Factory) 
 
 _PONGER = """
 import socket, sys
-from protocol.codec import decode_msgpack, encode_msgpack
-from protocol.frames import FrameDecoder, encode_frame
+from hubbub.protocol.codec import decode_msgpack, encode_msgpack
+from hubbub.protocol.frames import FrameDecoder, encode_frame
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 send = lambda m: s.sendall(encode_frame(encode_msgpack(m)))
 send({"op": "connect", "id": 1})

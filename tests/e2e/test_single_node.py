@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 
-from protocol.codec import decode_msgpack, encode_msgpack
-from protocol.frames import FrameDecoder, encode_frame
+from hubbub.protocol.codec import decode_msgpack, encode_msgpack
+from hubbub.protocol.frames import FrameDecoder, encode_frame
 from tests.e2e.rawclient import TcpRaw, channel, open_tcp
 from tests.procs import NodeProc, start_node
 
@@ -435,7 +435,7 @@ async def test_no_pong_is_stale_3003(timed_node: NodeProc) -> None:
 
 
 async def test_client_library_round_trip(hub_node: NodeProc) -> None:
-    from client import Client
+    from hubbub.client import Client
 
     ch = channel("chat:")
     for url in (hub_node.tcp_url, hub_node.ws_url):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from protocol.codec import encode_msgpack
+from hubbub.protocol.codec import encode_msgpack
 from tests.e2e.rawclient import JSON, MSGPACK, RawClient, WsRaw, channel, open_tcp, open_ws
 from tests.procs import NodeProc, start_node
 

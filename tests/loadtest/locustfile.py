@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from locust import constant_throughput, task
 
-from loadtest.locust_user import HubbubUser
+from hubbub.loadtest.locust_user import HubbubUser
 
 
 class Chat(HubbubUser):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from loadtest.accounting import (
+from hubbub.loadtest.accounting import (
     DUPLICATE,
     FILLED,
     GAP,

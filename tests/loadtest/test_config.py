@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.config import RunConfig, parse_duration, parse_option
+from hubbub.loadtest.config import RunConfig, parse_duration, parse_option
 
 
 @pytest.mark.parametrize(

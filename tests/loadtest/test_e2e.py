@@ -30,7 +30,7 @@ def run_tool(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int, dict
     """Run ``python -m loadtest ARGS --json ...``; exit code, report, output."""
     report = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtest", *args, "--json", str(report), "--no-live"],
+        [sys.executable, "-m", "hubbub.loadtest", *args, "--json", str(report), "--no-live"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -243,7 +243,7 @@ def test_bad_invocations_exit_2(tmp_path: Path) -> None:
         ["-f", str(tmp_path / "missing.py"), "-t", "1s"],
     ):
         proc = subprocess.run(
-            [sys.executable, "-m", "loadtest", *args, "--no-live"],
+            [sys.executable, "-m", "hubbub.loadtest", *args, "--no-live"],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
             env={**os.environ, "COLUMNS": "120"},
         )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from loadtest.hist import (
+from hubbub.loadtest.hist import (
     add_encoded,
     encode,
     merged,

@@ -7,13 +7,13 @@ import json
 import re
 from pathlib import Path
 
-from loadtest.accounting import StreamInfo, Tally
-from loadtest.checks import evaluate, parse_checks
-from loadtest.config import RunConfig
-from loadtest.coordinator import Coordinator, Event
-from loadtest.html import render
-from loadtest.report import build_report, metric, write_csv, write_json
-from loadtest.stats import WorkerStats
+from hubbub.loadtest.accounting import StreamInfo, Tally
+from hubbub.loadtest.checks import evaluate, parse_checks
+from hubbub.loadtest.config import RunConfig
+from hubbub.loadtest.coordinator import Coordinator, Event
+from hubbub.loadtest.html import render
+from hubbub.loadtest.report import build_report, metric, write_csv, write_json
+from hubbub.loadtest.stats import WorkerStats
 
 
 def _tick(stats: WorkerStats, k: int) -> dict:

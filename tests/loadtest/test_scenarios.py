@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.config import RunConfig
-from loadtest.scenarios import ScenarioError, load, load_file, weighted_order
-from loadtest.scenarios.chat import ChatUser, zipf_room
-from loadtest.scenarios.livefeed import FeedPublisher, FeedSubscriber
-from loadtest.scenarios.reconnect_storm import RecoveringSubscriber, SteadyPublisher
-from loadtest.scenarios.slow_consumers import FastSubscriber, SlowSubscriber
+from hubbub.loadtest.config import RunConfig
+from hubbub.loadtest.scenarios import ScenarioError, load, load_file, weighted_order
+from hubbub.loadtest.scenarios.chat import ChatUser, zipf_room
+from hubbub.loadtest.scenarios.livefeed import FeedPublisher, FeedSubscriber
+from hubbub.loadtest.scenarios.reconnect_storm import RecoveringSubscriber, SteadyPublisher
+from hubbub.loadtest.scenarios.slow_consumers import FastSubscriber, SlowSubscriber
 
 HERE = Path(__file__).parent
 
@@ -35,7 +35,7 @@ def test_bad_scenarios(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="no scenario file"):
         load_file(str(tmp_path / "missing.py"))
     empty = tmp_path / "empty.py"
-    empty.write_text("from loadtest import User\n")
+    empty.write_text("from hubbub.loadtest import User\n")
     with pytest.raises(ScenarioError, match="no User subclass"):
         load_file(str(empty))
     broken = tmp_path / "broken.py"

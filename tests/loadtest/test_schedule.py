@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadtest.schedule import (
+from hubbub.loadtest.schedule import (
     Pacer,
     as_wait_time,
     between,

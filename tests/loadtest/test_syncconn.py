@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from loadtest.conn import RequestFailed
-from loadtest.payload import make_payload, read_stamp
-from loadtest.syncconn import ConnectionClosed, SyncConnection
+from hubbub.loadtest.conn import RequestFailed
+from hubbub.loadtest.payload import make_payload, read_stamp
+from hubbub.loadtest.syncconn import ConnectionClosed, SyncConnection
 from tests.procs import NodeProc
 
 

@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.channels import (
+from hubbub.protocol.channels import (
     DEFAULT_NAMESPACE,
     MAX_CHANNEL_LENGTH,
     is_valid_channel,
     namespace_of,
     validate_channel,
 )
-from protocol.codes import ErrorCode
-from protocol.errors import CommandError
+from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.errors import CommandError
 
 ALLOWED = frozenset(string.ascii_letters + string.digits + "_-:.@/=+")
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.codec import (
+from hubbub.protocol.codec import (
     MAX_DEPTH,
     SUBPROTOCOLS,
     Encoding,
@@ -22,7 +22,7 @@ from protocol.codec import (
     encode_json,
     encode_msgpack,
 )
-from protocol.errors import ProtocolViolation
+from hubbub.protocol.errors import ProtocolViolation
 from tests.protocol.strategies import assert_same, messages
 
 FAST = settings(max_examples=150, deadline=None)

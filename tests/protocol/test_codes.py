@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.codes import REASONS, RECONNECT, WS_MESSAGE_TOO_BIG, DisconnectCode, ErrorCode
-from protocol.errors import (
+from hubbub.protocol.codes import REASONS, RECONNECT, WS_MESSAGE_TOO_BIG, DisconnectCode, ErrorCode
+from hubbub.protocol.errors import (
     CommandError,
     FrameTooLarge,
     HubbubError,

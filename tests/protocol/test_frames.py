@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.codes import DisconnectCode
-from protocol.errors import FrameTooLarge, ProtocolViolation
-from protocol.frames import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
+from hubbub.protocol.codes import DisconnectCode
+from hubbub.protocol.errors import FrameTooLarge, ProtocolViolation
+from hubbub.protocol.frames import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
 
 FAST = settings(max_examples=150, deadline=None)
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.codec import Encoding, decode, encode
-from protocol.codes import REASONS, RECONNECT, DisconnectCode, ErrorCode
-from protocol.errors import CommandError
-from protocol.messages import (
+from hubbub.protocol.codec import Encoding, decode, encode
+from hubbub.protocol.codes import REASONS, RECONNECT, DisconnectCode, ErrorCode
+from hubbub.protocol.errors import CommandError
+from hubbub.protocol.messages import (
     MAX_ID,
     Command,
     Connect,

@@ -14,7 +14,7 @@ from websockets.protocol import State
 from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
-from protocol.frames import ws_server_frame
+from hubbub.protocol.frames import ws_server_frame
 
 BOUNDARY_SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537]
 

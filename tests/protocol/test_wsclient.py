@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from protocol.frames import ws_server_frame
-from protocol.wsclient import (
+from hubbub.protocol.frames import ws_server_frame
+from hubbub.protocol.wsclient import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,

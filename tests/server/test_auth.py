@@ -7,10 +7,10 @@ from typing import Any
 import jwt
 import pytest
 
-from protocol.codes import ErrorCode
-from protocol.errors import CommandError
-from server.auth import ANONYMOUS, Authenticator, Identity
-from server.config import AuthConfig
+from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.errors import CommandError
+from hubbub.server.auth import ANONYMOUS, Authenticator, Identity
+from hubbub.server.config import AuthConfig
 
 SECRET = "test-secret-" + "k" * 60  # long enough for HS256 and HS512
 NOW = 1_700_000_000.0

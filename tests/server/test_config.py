@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Config, ConfigError, NamespaceConfig, from_mapping, load
+from hubbub.server.config import Config, ConfigError, NamespaceConfig, from_mapping, load
 from tests.procs import ROOT
 
 #: Every key of PROTOCOL.md §8 with its documented default.

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-import server.wire
-from cluster.broker import BrokerUnavailable, ChannelOptions, ClientInfo, Publication
-from cluster.memory import MemoryBroker
-from protocol.codec import decode_msgpack
-from protocol.frames import FrameDecoder
-from server.hub import Hub
-from server.metrics import Stats
-from server.wire import Format
+from hubbub.cluster.broker import BrokerUnavailable, ChannelOptions, ClientInfo, Publication
+from hubbub.cluster.memory import MemoryBroker
+from hubbub.protocol.codec import decode_msgpack
+from hubbub.protocol.frames import FrameDecoder
+from hubbub.server import wire as server_wire
+from hubbub.server.hub import Hub
+from hubbub.server.metrics import Stats
+from hubbub.server.wire import Format
 
 
 class CountingBroker(MemoryBroker):
@@ -73,7 +73,7 @@ class FakeConn:
 
 
 def decode(fmt: Format, data: bytes) -> dict[str, Any]:
-    """Undo server.wire.encode_for: a TCP frame or an unmasked WebSocket frame."""
+    """Undo server_wire.encode_for: a TCP frame or an unmasked WebSocket frame."""
     if fmt is Format.TCP:
         (payload,) = FrameDecoder(2**31).feed(data)
         return decode_msgpack(payload)
@@ -131,7 +131,7 @@ async def test_same_bytes_object_for_every_subscriber_of_a_format(hub: Hub) -> N
 
 async def test_each_format_is_encoded_once(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     counts = {"msgpack": 0, "json": 0}
-    real_msgpack, real_json = server.wire.encode_msgpack, server.wire.encode_json
+    real_msgpack, real_json = server_wire.encode_msgpack, server_wire.encode_json
 
     def count_msgpack(message: dict[str, Any]) -> bytes:
         counts["msgpack"] += 1
@@ -141,8 +141,8 @@ async def test_each_format_is_encoded_once(hub: Hub, monkeypatch: pytest.MonkeyP
         counts["json"] += 1
         return real_json(message)
 
-    monkeypatch.setattr(server.wire, "encode_msgpack", count_msgpack)
-    monkeypatch.setattr(server.wire, "encode_json", count_json)
+    monkeypatch.setattr(server_wire, "encode_msgpack", count_msgpack)
+    monkeypatch.setattr(server_wire, "encode_json", count_json)
     conns = [FakeConn(fmt) for fmt in Format for _ in range(50)]
     for c in conns:
         await subscribe(hub, c, "room")
@@ -157,8 +157,8 @@ async def test_nothing_is_encoded_without_subscribers(
     def boom(message: dict[str, Any]) -> bytes:
         raise AssertionError("encoded for nobody")
 
-    monkeypatch.setattr(server.wire, "encode_msgpack", boom)
-    monkeypatch.setattr(server.wire, "encode_json", boom)
+    monkeypatch.setattr(server_wire, "encode_msgpack", boom)
+    monkeypatch.setattr(server_wire, "encode_json", boom)
     hub.on_publication(pub("nobody", "x"))
     await hub.acquire("empty")  # a channel with a reference but no active subscriber
     hub.on_publication(pub("empty", "x"))
@@ -170,7 +170,7 @@ async def test_only_a_format_with_subscribers_is_encoded(
     def boom(message: dict[str, Any]) -> bytes:
         raise AssertionError("JSON encoded without a JSON subscriber")
 
-    monkeypatch.setattr(server.wire, "encode_json", boom)
+    monkeypatch.setattr(server_wire, "encode_json", boom)
     c = FakeConn(Format.TCP)
     await subscribe(hub, c, "room")
     hub.on_publication(pub("room", "x"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.keepalive import Due, Timers
+from hubbub.server.keepalive import Due, Timers
 
 INTERVAL, TIMEOUT = 25.0, 10.0
 

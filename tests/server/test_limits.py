@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from server.config import ConfigError, from_mapping, validate
-from server.limits import (
+from hubbub.server.config import ConfigError, from_mapping, validate
+from hubbub.server.limits import (
     CONNECTION_LIMIT_AFTER_MS,
     REPORT_EVERY,
     ChannelRates,

@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from cluster.memory import MemoryBroker
-from protocol.codec import decode_msgpack, encode_msgpack
-from protocol.codes import DisconnectCode
-from protocol.frames import FrameDecoder, encode_frame
-from server.config import Config, from_mapping
-from server.node import Node
+from hubbub.cluster.memory import MemoryBroker
+from hubbub.protocol.codec import decode_msgpack, encode_msgpack
+from hubbub.protocol.codes import DisconnectCode
+from hubbub.protocol.frames import FrameDecoder, encode_frame
+from hubbub.server.config import Config, from_mapping
+from hubbub.server.node import Node
 
 
 def _config(**tables: dict[str, object]) -> Config:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.ratelimit import ABUSE, ADMIT, CommandLimiter, TokenBucket, bucket_burst
+from hubbub.server.ratelimit import ABUSE, ADMIT, CommandLimiter, TokenBucket, bucket_burst
 
 
 def test_bucket_starts_full_and_admits_a_burst() -> None:

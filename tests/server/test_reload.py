@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.config import Config, from_mapping
-from server.reload import plan
+from hubbub.server.config import Config, from_mapping
+from hubbub.server.reload import plan
 
 BASE: dict[str, dict[str, Any]] = {
     "server": {"tcp": "127.0.0.1:7400", "tls_cert": "a.pem", "tls_key": "a.key"},

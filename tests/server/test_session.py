@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from server.session import TRANSITIONS, InvalidTransition, Session, State
+from hubbub.server.session import TRANSITIONS, InvalidTransition, Session, State
 
 ALLOWED = {
     (State.CONNECTING, State.OPEN),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtest import User, between, constant_rate, task
+from hubbub.loadtest import User, between, constant_rate, task
 
 
 class Talker(User):

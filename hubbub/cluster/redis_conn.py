@@ -1,0 +1,190 @@
+"""Connection plumbing of the Redis engine: opening connections from a URL,
+packing commands, a batched writer, backoff, and self-restarting tasks.
+
+Connections are redis-py's asyncio ``Connection`` (with the hiredis parser when
+installed), used directly rather than through a client and pool: the engine
+pipelines many commands on one connection (:mod:`cluster.redis_pipe`) and reads
+pub/sub itself (:mod:`cluster.redis_pubsub`). Every connection is created with
+no retries and no read timeout of its own; the engine bounds connects here and
+detects stalls with its own watchdogs, so nothing ever waits on a dead Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import hiredis
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+
+from hubbub.cluster import log
+
+ConnectionFactory = Callable[[], AbstractConnection]
+
+#: Seconds to open a TCP connection and finish the handshake (AUTH, SELECT, SETNAME).
+CONNECT_TIMEOUT = 0.5
+
+
+def connection_factory(
+    url: str, *, client_name: str, socket_timeout: float | None = None
+) -> ConnectionFactory:
+    """A function making unconnected connections to ``url`` (redis://, rediss://, unix://)."""
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    cls = kwargs.pop("connection_class", Connection)
+    kwargs.update(
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        client_name=client_name,
+        driver_info=None,  # no CLIENT SETINFO round trips (Redis < 7.2 refuses them anyway)
+        protocol=2,
+    )
+
+    def make() -> AbstractConnection:
+        conn: AbstractConnection = cls(**kwargs)
+        return conn
+
+    return make
+
+
+async def connect(conn: AbstractConnection, timeout: float = 2 * CONNECT_TIMEOUT) -> None:
+    """Connect ``conn`` within ``timeout`` (the handshake included); closes it on failure."""
+    try:
+        async with asyncio.timeout(timeout):
+            await conn.connect()
+    except BaseException:
+        await close_quietly(conn)
+        raise
+
+
+async def close_quietly(conn: AbstractConnection | None) -> None:
+    """Drop a connection without waiting for the peer; never raises."""
+    if conn is None:
+        return
+    with contextlib.suppress(Exception):
+        await conn.disconnect(nowait=True)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a log line (redis-py's ``repr`` hides the message)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def pack(*args: bytes | str | int) -> bytes:
+    """One command in RESP: an array of bulk strings (hiredis packs it in C,
+    twice as fast as the same in Python, on every publish)."""
+    return hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub says a 1-tuple
+
+
+class Writer:
+    """Sends queued commands of one connection, in queue order, batched.
+
+    :meth:`send` appends synchronously, so the order of calls is the order on
+    the wire; a task writes everything queued since its last write at once
+    (several commands share one ``send()``). A failed write ends the task with
+    the exception, which its owner reads in ``task``'s done callback.
+    """
+
+    __slots__ = ("_out", "_wake", "conn", "task")
+
+    def __init__(self, conn: AbstractConnection, name: str) -> None:
+        self.conn = conn
+        self._out: list[bytes] = []
+        self._wake = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=name)
+
+    def send(self, command: bytes) -> None:
+        self._out.append(command)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        conn = self.conn
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            out, self._out = self._out, []
+            if not out:
+                continue
+            if not conn.is_connected:  # never let redis-py reconnect behind our back
+                raise ConnectionError("connection closed")
+            await conn.send_packed_command(b"".join(out), check_health=False)
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+def backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    """Capped exponential backoff with jitter: in ``[d/2, d]``, ``d = min(cap, base * 2**n)``."""
+    delay = min(cap, base * 2 ** min(attempt, 30))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Supervised:
+    """A background task that is restarted whenever it ends, until :meth:`stop`.
+
+    The engine's long-lived loops (pub/sub reader, health check, presence
+    heartbeat) must never die silently: an end for any reason (a bug, a
+    cancellation from outside) is logged, counted in :attr:`restarts` and
+    followed by a new task (after a short pause when it happens again within a
+    second, so a crash loop cannot spin). The task cleans up after itself in
+    ``finally`` blocks.
+    """
+
+    def __init__(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.name = name
+        self._factory = factory
+        self.task: asyncio.Task[None] | None = None
+        self.restarts = 0
+        self._stopped = False
+        self._last_restart = -1e9
+        self._pending: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self.task is None and not self._stopped:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._pending = None
+        if self._stopped:
+            return
+        self.task = asyncio.get_running_loop().create_task(self._factory(), name=self.name)
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if self._stopped or task is not self.task:
+            return
+        self.restarts += 1
+        error = None if task.cancelled() else task.exception()
+        reason = "cancelled" if error is None else describe(error)
+        log.error("task_restarted", task=self.name, reason=reason, restarts=self.restarts)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        delay = 0.0 if now - self._last_restart > 1.0 else 0.5
+        self._last_restart = now
+        self._pending = loop.call_later(delay, self._spawn)
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it; no restart follows. Idempotent."""
+        self._stopped = True
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,193 @@
+"""A pipelined command connection: many commands in flight on one connection.
+
+Redis answers the commands of a connection in order, so replies are matched
+to callers first-in first-out; every caller waits for its own reply while any
+number of others are in flight, and commands queued in one loop iteration
+share one write (DESIGN.md "The hot path", point 4). One connection per shard
+carries every publish, history read and presence call of the node.
+
+Failure is loud and fast: a broken connection fails every command in flight
+with :class:`~cluster.broker.BrokerUnavailable` and reports the error (the
+shard is then known down and later commands fail at once until a health check
+succeeds); a command without a reply after ``timeout`` seconds (checked by the
+shard's watchdog through :meth:`Pipe.check`) breaks the connection the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
+
+from hubbub.cluster.broker import BrokerUnavailable
+from hubbub.cluster.redis_conn import ConnectionFactory, Writer, close_quietly, connect
+
+
+class _Session:
+    """One TCP connection of a pipe and the commands waiting on it."""
+
+    __slots__ = ("conn", "dead", "pending", "reader", "writer")
+
+    def __init__(self, conn: AbstractConnection, name: str) -> None:
+        self.conn = conn
+        self.dead = False
+        # (reply future, when it was queued), in the order of the wire.
+        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.writer = Writer(conn, f"{name}-writer")
+        self.reader: asyncio.Task[None] | None = None
+
+
+class Pipe:
+    """Request/response over one pipelined connection, reopened on demand.
+
+    At most :attr:`max_in_flight` commands wait at once (DESIGN.md
+    "Backpressure": a bounded queue to Redis, 503 when full). ``is_up`` says
+    whether the shard is believed reachable: while it is not, no connection is
+    attempted and commands fail at once. ``on_error`` hears of every
+    connection-level failure.
+    """
+
+    #: Commands in flight on the connection before new ones are refused (503).
+    max_in_flight: int = 20_000
+
+    def __init__(
+        self,
+        name: str,
+        factory: ConnectionFactory,
+        *,
+        is_up: Callable[[], bool],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self.name = name
+        self._factory = factory
+        self._is_up = is_up
+        self._on_error = on_error
+        self._session: _Session | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()  # connections being dropped
+
+    async def call(self, command: bytes) -> Any:
+        """Send one packed command and return its reply.
+
+        Raises :class:`BrokerUnavailable` when the shard is down or the
+        connection breaks before the reply; an error reply raises its
+        ``ResponseError``.
+        """
+        if not self._is_up():
+            raise BrokerUnavailable("redis unreachable")
+        session = self._session
+        if session is None or session.dead:
+            session = await self._open()
+        if len(session.pending) >= self.max_in_flight:
+            raise BrokerUnavailable("too many commands waiting for redis")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        session.pending.append((future, loop.time()))
+        session.writer.send(command)
+        return await future
+
+    async def _open(self) -> _Session:
+        async with self._lock:
+            session = self._session
+            if session is not None and not session.dead:
+                return session
+            if self._closed:
+                raise BrokerUnavailable("broker closed")
+            if not self._is_up():
+                raise BrokerUnavailable("redis unreachable")
+            conn = self._factory()
+            try:
+                await connect(conn)
+            except Exception as exc:
+                self._on_error(exc)
+                raise BrokerUnavailable("redis unreachable") from exc
+            session = self._session = _Session(conn, self.name)
+            session.reader = asyncio.get_running_loop().create_task(
+                self._read(session), name=f"{self.name}-reader"
+            )
+            session.writer.task.add_done_callback(lambda t: self._writer_done(session, t))
+            return session
+
+    async def _read(self, session: _Session) -> None:
+        conn = session.conn
+        pending = session.pending
+        try:
+            while True:
+                try:
+                    reply = await conn.read_response(timeout=math.inf)
+                except ResponseError as exc:  # an error reply: the connection is fine
+                    reply = exc
+                if not pending:
+                    raise ConnectionError("a reply nobody asked for")
+                future = pending.popleft()[0]
+                if not future.done():
+                    if isinstance(reply, ResponseError):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        except asyncio.CancelledError:
+            self._fail(session, ConnectionError("pipe closed"))
+            raise
+        except Exception as exc:
+            self._fail(session, exc)
+
+    def _writer_done(self, session: _Session, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self._fail(session, ConnectionError("pipe closed"))
+        else:
+            self._fail(session, task.exception() or ConnectionError("writer ended"))
+
+    def _fail(self, session: _Session, exc: BaseException) -> None:
+        """Break ``session``: fail its waiting commands, drop the connection."""
+        if session.dead:
+            return
+        session.dead = True
+        if self._session is session:
+            self._session = None
+        session.writer.stop()
+        if session.reader is not None and session.reader is not asyncio.current_task():
+            session.reader.cancel()
+        pending = list(session.pending)
+        session.pending.clear()
+        for future, _ in pending:
+            if not future.done():
+                error = BrokerUnavailable("redis connection lost")
+                error.__cause__ = exc
+                future.set_exception(error)
+        closing = asyncio.get_running_loop().create_task(close_quietly(session.conn))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        if not self._closed:
+            self._on_error(exc)
+
+    def check(self, now: float, timeout: float) -> None:
+        """Watchdog: break the connection when its oldest command waited over ``timeout``."""
+        session = self._session
+        if session is not None and session.pending and now - session.pending[0][1] > timeout:
+            self._fail(session, TimeoutError(f"no reply from redis in {timeout} s"))
+
+    def abort(self, reason: str) -> None:
+        """Break the connection now (the shard was found unreachable): what
+        waits fails with 503 instead of waiting for the watchdog."""
+        session = self._session
+        if session is not None:
+            self._fail(session, ConnectionError(reason))
+
+    @property
+    def in_flight(self) -> int:
+        session = self._session
+        return 0 if session is None else len(session.pending)
+
+    async def close(self) -> None:
+        """Fail what waits and drop the connection; later calls fail. Idempotent."""
+        self._closed = True
+        session = self._session
+        if session is not None:
+            self._fail(session, ConnectionError("pipe closed"))
+            await close_quietly(session.conn)

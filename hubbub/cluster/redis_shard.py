@@ -1,0 +1,187 @@
+"""One Redis shard as the node sees it: commands, pub/sub and health.
+
+A shard has three connections: the pipelined command connection
+(:class:`~cluster.redis_pipe.Pipe`), the pub/sub connection
+(:class:`~cluster.redis_pubsub.Subscriber`) and a small one for the health
+check. The health loop PINGs every :attr:`Shard.health_interval` seconds with
+a :attr:`Shard.health_timeout` bound, so an unreachable Redis is known within
+about a second (``/readyz`` must say so within 2 s, PROTOCOL.md §6); while it
+is known down, commands and subscribes fail at once with 503 instead of
+waiting. The same loop runs the command and pub/sub watchdogs, and when Redis
+answers again it marks the shard up and wakes the pub/sub reader so delivery
+resumes without waiting out a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import (
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+
+from hubbub.cluster import log
+from hubbub.cluster.broker import BrokerHandler, BrokerUnavailable
+from hubbub.cluster.redis_conn import (
+    Supervised,
+    close_quietly,
+    connect,
+    connection_factory,
+    describe,
+    pack,
+    redact,
+)
+from hubbub.cluster.redis_layout import Keys
+from hubbub.cluster.redis_pipe import Pipe
+from hubbub.cluster.redis_pubsub import Subscriber
+from hubbub.cluster.redis_scripts import Script
+
+_PING = pack(b"PING")
+#: Error replies that mean "not now" (503), not a bug (500).
+_UNAVAILABLE = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
+
+
+class Shard:
+    """One Redis server of the node's broker."""
+
+    #: Seconds between health checks.
+    health_interval: float = 0.5
+    #: Seconds a health check (connect included) may take before Redis counts as down.
+    health_timeout: float = 0.75
+    #: Seconds a command may wait for its reply before the connection is broken.
+    command_timeout: float = 2.0
+
+    def __init__(self, index: int, url: str, keys: Keys, *, node_id: str) -> None:
+        self.index = index
+        self.url = url
+        self.label = f"{index}:{redact(url)}"
+        self.up = False
+        self._down_reason = "not checked yet"
+        self.pipe = Pipe(
+            f"redis-{index}",
+            connection_factory(url, client_name=f"hubbub-{node_id}-cmd"),
+            is_up=self._is_up,
+            on_error=self._pipe_error,
+        )
+        self.subscriber = Subscriber(
+            self.label,
+            connection_factory(url, client_name=f"hubbub-{node_id}-sub"),
+            keys,
+            is_up=self._is_up,
+        )
+        self._health_factory = connection_factory(
+            url, client_name=f"hubbub-{node_id}-health", socket_timeout=self.health_timeout
+        )
+        self._health_conn: AbstractConnection | None = None
+        self.health = Supervised(f"redis-{index}-health", self._health_loop)
+
+    def _is_up(self) -> bool:
+        return self.up
+
+    @property
+    def healthy(self) -> bool:
+        """Reachable, and the pub/sub connection is open."""
+        return self.up and self.subscriber.connected
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self, handler: BrokerHandler) -> None:
+        """Check health once (so ``healthy`` is right from the start), then run."""
+        await self.check_health()
+        if not self.up:
+            log.warning("redis_down", shard=self.label, reason=self._down_reason)
+        self.subscriber.start(handler)
+        self.health.start()
+
+    async def close(self) -> None:
+        await self.health.stop()
+        await self.subscriber.close()
+        await self.pipe.close()
+        conn, self._health_conn = self._health_conn, None
+        await close_quietly(conn)
+
+    # -- commands --------------------------------------------------------------
+
+    async def call(self, *args: bytes | str | int) -> Any:
+        """Run one command; 503 when the shard is down or the reply is "not now"."""
+        return await self.execute(pack(*args))
+
+    async def execute(self, command: bytes) -> Any:
+        try:
+            return await self.pipe.call(command)
+        except _UNAVAILABLE as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        except ResponseError as exc:
+            if str(exc).startswith("BUSY"):
+                raise BrokerUnavailable(f"redis: {exc}") from exc
+            raise
+
+    async def eval(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | bytes | int]
+    ) -> Any:
+        """EVALSHA ``script``; on NOSCRIPT (a restarted Redis) EVAL it, which caches it again."""
+        try:
+            return await self.execute(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
+        except NoScriptError:
+            return await self.execute(pack(b"EVAL", script.source, len(keys), *keys, *args))
+
+    # -- health ----------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.health_interval)
+            await self.check_health()
+            now = loop.time()
+            self.pipe.check(now, self.command_timeout)
+            self.subscriber.check(now)
+
+    async def check_health(self) -> bool:
+        """PING once within :attr:`health_timeout`; update :attr:`up`."""
+        ok = await self._ping()
+        if ok and not self.up:
+            self.up = True
+            log.info("redis_up", shard=self.label)
+            self.subscriber.wake()
+        elif not ok and self.up:
+            self._mark_down()
+        return ok
+
+    async def _ping(self) -> bool:
+        conn = self._health_conn
+        try:
+            async with asyncio.timeout(self.health_timeout):
+                if conn is None:
+                    conn = self._health_factory()
+                    await connect(conn, self.health_timeout)
+                    self._health_conn = conn
+                await conn.send_packed_command(_PING, check_health=False)
+                reply = await conn.read_response()
+            if reply != b"PONG":
+                raise ConnectionError(f"PING answered {reply!r}")
+        except Exception as exc:  # refused, reset, timeout, LOADING, ...
+            self._down_reason = describe(exc)
+            self._health_conn = None
+            await close_quietly(conn)
+            return False
+        return True
+
+    def _pipe_error(self, exc: BaseException) -> None:
+        self._down_reason = describe(exc)
+        if self.up:
+            self._mark_down()
+
+    def _mark_down(self) -> None:
+        self.up = False
+        log.warning("redis_down", shard=self.label, reason=self._down_reason)
+        # Commands in flight on a Redis that stopped answering would wait for the
+        # watchdog: fail them now (a killed Redis already broke the connection).
+        self.pipe.abort("redis unreachable")

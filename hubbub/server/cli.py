@@ -1,0 +1,144 @@
+"""The ``hubbub`` command line (PROTOCOL.md §7).
+
+``hubbub serve`` runs one node on uvloop; ``hubbub --version`` prints the
+version. Bad flags print usage and exit 2; a bad config or a busy port prints
+one line and exits 1; a drained node exits 0. SIGTERM/SIGINT drain (a second
+one closes at once); SIGHUP re-reads the config file and applies what can
+change live (server.reload, docs/limits.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+from hubbub.server import log
+from hubbub.server.config import Config, ConfigError, load
+
+
+def _version() -> str:
+    try:
+        return version("hubbub")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubbub", description="hubbub real-time messaging server")
+    parser.add_argument("--version", action="version", version=f"hubbub {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run one node")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file (env HUBBUB_CONFIG)")
+    serve.add_argument("--tcp", metavar="HOST:PORT", help="TCP listener [0.0.0.0:7400]")
+    serve.add_argument("--ws", metavar="HOST:PORT", help="WebSocket listener [0.0.0.0:7401]")
+    serve.add_argument("--admin", metavar="HOST:PORT", help="admin HTTP listener [127.0.0.1:7402]")
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        action="append",
+        help="Redis URL, repeat for shards [none: in-memory broker, single node]",
+    )
+    serve.add_argument("--node-id", metavar="ID", help="node id [random]")
+    serve.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="log level [info]"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {
+        "tcp": args.tcp,
+        "ws": args.ws,
+        "admin": args.admin,
+        "redis": args.redis,
+        "node_id": args.node_id,
+        "log_level": args.log_level,
+    }
+    try:
+        config = load(args.config, os.environ, flags)
+    except ConfigError as exc:
+        print(f"hubbub: config error: {exc}", file=sys.stderr)
+        return 1
+    log.setup(config.server.log_level)
+    try:
+        import uvloop
+
+        return uvloop.run(serve(config, lambda: load(args.config, os.environ, flags)))
+    except KeyboardInterrupt:  # pragma: no cover - signal handlers catch SIGINT
+        return 0
+
+
+async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """Run a node until it has drained after a signal; SIGHUP applies
+    ``reread()`` (the config file again) with :meth:`Node.reload`."""
+    from hubbub.cluster.factory import make_broker
+    from hubbub.server.node import Node
+
+    if not config.server.node_id:  # one random id, shared by the node and its broker
+        server = dataclasses.replace(config.server, node_id=secrets.token_hex(4))
+        config = dataclasses.replace(config, server=server)
+    broker = make_broker(config.broker.redis, node_id=config.server.node_id)
+    node = Node(config, broker)
+    loop = asyncio.get_running_loop()
+    signals = {"count": 0}
+    # Signals before the node is up (it logs `listening` from inside start, and
+    # a supervisor may signal at once) are acted on as soon as it is.
+    early: list[str] | None = []
+
+    def on_signal(signame: str) -> None:
+        if early is not None:
+            early.append(signame)
+            return
+        signals["count"] += 1
+        if signals["count"] == 1:
+            log.info("signal", signal=signame, action="drain")
+            node.spawn_root(node.drain())
+        else:
+            log.info("signal", signal=signame, action="close now")
+            node.spawn_root(node.stop())
+
+    def on_reload() -> None:
+        if early is not None:
+            early.append("SIGHUP")
+            return
+        if reread is None or node.draining:
+            return
+        log.info("signal", signal="SIGHUP", action="reload")
+        try:
+            fresh = reread()
+        except ConfigError as exc:
+            log.error("reload_failed", error=str(exc))  # keep running as configured
+            return
+        node.reload(fresh)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    try:
+        await node.start()
+    except OSError as exc:
+        log.error("cannot_listen", error=exc.strerror or str(exc))
+        return 1
+    except ConfigError as exc:
+        log.error("config_error", error=str(exc))
+        return 1
+    pending, early = early or [], None
+    for signame in pending:
+        if signame == "SIGHUP":
+            on_reload()
+        else:
+            on_signal(signame)
+    await node.wait_stopped()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

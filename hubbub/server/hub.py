@@ -1,0 +1,181 @@
+"""Channel → local subscribers, and the fan-out of publications to them.
+
+The hub is the node's :class:`~cluster.broker.BrokerHandler`. It subscribes the
+node to the broker on a channel's first local subscriber and unsubscribes on
+its last (refcounted; broker calls of one channel are serialised by a lock, so
+a subscribe racing an unsubscribe is safe).
+
+Fan-out (DESIGN.md "The hot path"): subscribers are grouped by wire format;
+each group gets the publication encoded once and the same bytes object; the
+loop neither awaits nor allocates per subscriber. A subscriber that is still
+recovering (its subscribe awaits the broker) is *buffering*: publications are
+kept for it and handed over, de-duplicated by offset, when it activates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from hubbub.cluster.broker import Broker, ClientInfo, Publication
+from hubbub.protocol.messages import push_join, push_lag, push_leave, push_pub
+from hubbub.server import log
+from hubbub.server.metrics import Stats
+from hubbub.server.wire import Encoded
+
+if TYPE_CHECKING:
+    from hubbub.server.connection import Connection
+
+
+class _Channel:
+    __slots__ = ("buffering", "groups", "lock", "name", "refs", "subscribed")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # One dict per wire format (server.wire.Format): insertion-ordered sets.
+        self.groups: tuple[dict[Connection, None], ...] = ({}, {}, {})
+        self.buffering: dict[Connection, list[Publication]] = {}
+        self.refs = 0  # local subscribers, active or buffering or on their way
+        self.subscribed = False  # the broker confirmed the node's subscription
+        self.lock = asyncio.Lock()
+
+
+class Hub:
+    """The node's channels and their local subscribers."""
+
+    def __init__(self, broker: Broker, stats: Stats) -> None:
+        self.broker = broker
+        self.stats = stats
+        self.channels: dict[str, _Channel] = {}
+
+    # -- membership ------------------------------------------------------
+
+    async def acquire(self, name: str) -> None:
+        """Count one more local subscriber of ``name``; on the first, subscribe
+        the node to the broker and return once it is confirmed."""
+        ch = self.channels.get(name)
+        if ch is None:
+            ch = self.channels[name] = _Channel(name)
+        ch.refs += 1
+        if ch.subscribed:
+            return
+        try:
+            async with ch.lock:
+                if not ch.subscribed:
+                    await self.broker.subscribe(name)
+                    ch.subscribed = True
+        except BaseException:
+            self._release_ref(ch)
+            raise
+
+    def buffer(self, conn: Connection, name: str) -> None:
+        """Keep publications of ``name`` for ``conn`` until :meth:`activate`."""
+        self.channels[name].buffering[conn] = []
+
+    def activate(self, conn: Connection, name: str, after_offset: int | None = None) -> None:
+        """Start delivering ``name`` to ``conn``; first hand over what was kept
+        while it was buffering, skipping offsets up to ``after_offset``."""
+        ch = self.channels[name]
+        kept = ch.buffering.pop(conn, None)
+        ch.groups[conn.fmt][conn] = None
+        if kept:
+            for pub in kept:
+                if after_offset is None or pub.offset is None or pub.offset > after_offset:
+                    conn.deliver(Encoded(_pub_message(pub)).get(conn.fmt), name)
+
+    def release(self, conn: Connection, name: str) -> None:
+        """Remove ``conn`` from ``name``; on the last subscriber the node
+        unsubscribes from the broker in the background."""
+        ch = self.channels.get(name)
+        if ch is None:
+            return
+        ch.groups[conn.fmt].pop(conn, None)
+        ch.buffering.pop(conn, None)
+        self._release_ref(ch)
+
+    def _release_ref(self, ch: _Channel) -> None:
+        ch.refs -= 1
+        if ch.refs == 0:
+            asyncio.get_running_loop().create_task(self._unsubscribe(ch))
+
+    async def _unsubscribe(self, ch: _Channel) -> None:
+        async with ch.lock:
+            if ch.refs > 0 or not ch.subscribed:
+                if ch.refs == 0 and self.channels.get(ch.name) is ch:
+                    del self.channels[ch.name]
+                return
+            # Cleared before the await: a subscriber arriving while UNSUBSCRIBE is
+            # in flight must wait for the lock and subscribe again, not trust it.
+            ch.subscribed = False
+            try:
+                await self.broker.unsubscribe(ch.name)
+            except Exception:
+                log.warning("broker_unsubscribe_failed", channel=ch.name)
+            if ch.refs == 0 and self.channels.get(ch.name) is ch:
+                del self.channels[ch.name]
+
+    # -- BrokerHandler ---------------------------------------------------
+
+    def on_publication(self, pub: Publication) -> None:
+        ch = self.channels.get(pub.channel)
+        self.stats.publications += 1
+        if ch is None:
+            return
+        encoded: Encoded | None = None
+        name = pub.channel
+        delivered = 0
+        for fmt, group in enumerate(ch.groups):
+            if group:
+                if encoded is None:
+                    encoded = Encoded(_pub_message(pub))
+                data = encoded.get(fmt)
+                for conn in group:
+                    conn.deliver(data, name)
+                delivered += len(group)
+        if ch.buffering:
+            for kept in ch.buffering.values():
+                kept.append(pub)
+        self.stats.deliveries += delivered
+
+    def on_join(self, channel: str, info: ClientInfo) -> None:
+        self._presence_event(channel, info, push_join(channel, info.client, info.user))
+
+    def on_leave(self, channel: str, info: ClientInfo) -> None:
+        self._presence_event(channel, info, push_leave(channel, info.client, info.user))
+
+    def _presence_event(self, channel: str, info: ClientInfo, message: dict[str, object]) -> None:
+        ch = self.channels.get(channel)
+        if ch is None:
+            return
+        encoded = Encoded(message)
+        for fmt, group in enumerate(ch.groups):
+            if group:
+                data = encoded.get(fmt)
+                for conn in group:
+                    if conn.client_id != info.client:
+                        conn.write(data)
+
+    def on_gap(self, channel: str) -> None:
+        """The broker may have lost publications: every subscriber gets ``lag``
+        (PROTOCOL.md §3) and recovers from history."""
+        ch = self.channels.get(channel)
+        if ch is None:
+            return
+        encoded = Encoded(push_lag(channel, 0))
+        for fmt, group in enumerate(ch.groups):
+            if group:
+                data = encoded.get(fmt)
+                for conn in group:
+                    conn.write(data)
+
+    # -- introspection ---------------------------------------------------
+
+    def subscriber_count(self, name: str) -> int:
+        ch = self.channels.get(name)
+        return 0 if ch is None else sum(len(g) for g in ch.groups)
+
+
+def _pub_message(pub: Publication) -> dict[str, object]:
+    return push_pub(
+        pub.channel, pub.data, pub.offset, pub.sender.sender() if pub.sender else None, pub.epoch
+    )
