@@ -274,9 +274,13 @@ def _report(source: str, module: str, *, is_package: bool = False) -> list[str]:
             "imports hubbub.cluster.broker",
         ),
         ("hubbub.client.tcp", "import redis\n", "imports redis"),
-        ("hubbub.loadtest.runner", "from hubbub.server import cli\n", "imports hubbub.server"),
         (
-            "hubbub.loadtest.runner",
+            "hubbub.loadtest.running.runner",
+            "from hubbub.server import cli\n",
+            "imports hubbub.server",
+        ),
+        (
+            "hubbub.loadtest.running.runner",
             "from hubbub.cluster.broker import Broker\n",
             "imports hubbub.cluster.broker",
         ),
@@ -325,7 +329,7 @@ def test_checker_reports_forbidden_import(module: str, source: str, expected: st
             "import asyncio, websockets, msgpack\nfrom hubbub.protocol import codec\n",
         ),
         (
-            "hubbub.loadtest.runner",
+            "hubbub.loadtest.running.runner",
             "import numpy\nfrom hubbub.client import Client\nimport hubbub.protocol.codec\n",
         ),
         ("benchmarks.fanout", "import asyncio\nfrom hubbub.client import Client\n"),

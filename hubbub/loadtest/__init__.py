@@ -21,7 +21,7 @@ See docs/loadtest.md.
 
 from __future__ import annotations
 
-from hubbub.loadtest.schedule import between, constant, constant_rate, poisson
-from hubbub.loadtest.users import StopUser, User, task
+from hubbub.loadtest.users.schedule import between, constant, constant_rate, poisson
+from hubbub.loadtest.users.user import StopUser, User, task
 
 __all__ = ["StopUser", "User", "between", "constant", "constant_rate", "poisson", "task"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from hubbub.loadtest.payload import make_payload, stream_id
+from hubbub.loadtest.accounting.payload import make_payload, stream_id
 from hubbub.protocol.frames import FrameDecoder, encode_frame
 
 #: The stand-in server writes this often (seconds): publications due meanwhile go together.
@@ -99,8 +99,8 @@ async def _measure(
     subscribers: int, total_rate: float, seconds: float, size: int
 ) -> dict[str, Any]:
     from hubbub.loadtest.config import RunConfig
-    from hubbub.loadtest.coordinator import Coordinator
-    from hubbub.loadtest.report import build_report
+    from hubbub.loadtest.reports.report import build_report
+    from hubbub.loadtest.running.coordinator import Coordinator
 
     run = 7
     proc = await asyncio.create_subprocess_exec(

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from hubbub.loadtest.checks import CheckError, evaluate, parse_checks
 from hubbub.loadtest.config import RunConfig, default_workers, parse_duration, parse_option
-from hubbub.loadtest.coordinator import Coordinator, RunFailed
+from hubbub.loadtest.reports.checks import CheckError, evaluate, parse_checks
+from hubbub.loadtest.running.coordinator import Coordinator, RunFailed
 from hubbub.loadtest.scenarios import BUILTIN
 
 EPILOG = """\
@@ -241,9 +241,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 async def _run(
     config: RunConfig, args: argparse.Namespace, checks: list | None, command: str
 ) -> int:
-    from hubbub.loadtest.html import write_html
-    from hubbub.loadtest.live import LiveView, print_summary
-    from hubbub.loadtest.report import build_report, metric, write_csv, write_json
+    from hubbub.loadtest.reports.html import write_html
+    from hubbub.loadtest.reports.live import LiveView, print_summary
+    from hubbub.loadtest.reports.report import build_report, metric, write_csv, write_json
 
     err = Console(stderr=True)
     out = Console()

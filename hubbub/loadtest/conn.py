@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from hubbub.loadtest.receiver import Receiver
-from hubbub.loadtest.stats import WorkerStats
+from hubbub.loadtest.accounting.receiver import Receiver
+from hubbub.loadtest.accounting.stats import WorkerStats
 from hubbub.protocol.codec import Encoding, encode_msgpack
 from hubbub.protocol.errors import ProtocolViolation
 from hubbub.protocol.frames import FrameDecoder, encode_frame

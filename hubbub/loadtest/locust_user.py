@@ -37,9 +37,9 @@ from typing import Any
 from locust import User
 from locust.env import Environment
 
-from hubbub.loadtest.accounting import DUPLICATE, GAP, SeqTracker
+from hubbub.loadtest.accounting.payload import make_payload, read_stamp, stream_id
+from hubbub.loadtest.accounting.sequences import DUPLICATE, GAP, SeqTracker
 from hubbub.loadtest.conn import RequestFailed
-from hubbub.loadtest.payload import make_payload, read_stamp, stream_id
 from hubbub.loadtest.syncconn import SyncConnection
 
 COMMAND = "HUBBUB"

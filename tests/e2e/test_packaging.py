@@ -22,8 +22,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """hubbub's wheel, built from the work tree without the network."""
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(out), str(ROOT)],
+        [
+            *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
+            *("-w", str(out), str(ROOT)),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -37,8 +39,10 @@ def site_packages(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A fresh site-packages holding only what ``pip install`` of the wheel puts there."""
     target = tmp_path_factory.mktemp("site-packages")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
-        + [str(wheel)],
+        [
+            *(sys.executable, "-m", "pip", "install", "-q", "--no-deps"),
+            *("--target", str(target), str(wheel)),
+        ],
         check=True,
         capture_output=True,
         timeout=300,

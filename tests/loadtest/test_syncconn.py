@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from hubbub.loadtest.accounting.payload import make_payload, read_stamp
 from hubbub.loadtest.conn import RequestFailed
-from hubbub.loadtest.payload import make_payload, read_stamp
 from hubbub.loadtest.syncconn import ConnectionClosed, SyncConnection
 from tests.procs import NodeProc
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubbub.loadtest.config import RunConfig
-from hubbub.loadtest.users import User
+from hubbub.loadtest.users.user import User
 
 #: Built-in scenario name -> module (each defines ``SCENARIO``).
 BUILTIN = {

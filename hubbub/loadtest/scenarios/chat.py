@@ -19,8 +19,8 @@ import random
 
 from hubbub.loadtest.config import RunConfig
 from hubbub.loadtest.scenarios import Scenario
-from hubbub.loadtest.schedule import poisson
-from hubbub.loadtest.users import User, WorkerContext, task
+from hubbub.loadtest.users.schedule import poisson
+from hubbub.loadtest.users.user import User, WorkerContext, task
 
 DEFAULT_RATE = 0.1
 

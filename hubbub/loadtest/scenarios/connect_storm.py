@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from hubbub.loadtest.config import RunConfig
 from hubbub.loadtest.scenarios import Scenario
-from hubbub.loadtest.users import User
+from hubbub.loadtest.users.user import User
 
 
 class StormUser(User):

@@ -15,8 +15,8 @@ from typing import ClassVar
 
 from hubbub.loadtest.config import RunConfig
 from hubbub.loadtest.scenarios import Scenario
-from hubbub.loadtest.schedule import constant_rate
-from hubbub.loadtest.users import User, WorkerContext, task
+from hubbub.loadtest.users.schedule import constant_rate
+from hubbub.loadtest.users.user import User, WorkerContext, task
 
 DEFAULT_RATE = 10.0
 

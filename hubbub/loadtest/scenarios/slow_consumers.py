@@ -16,7 +16,7 @@ from __future__ import annotations
 from hubbub.loadtest.config import RunConfig
 from hubbub.loadtest.scenarios import Scenario
 from hubbub.loadtest.scenarios.livefeed import FeedPublisher, FeedSubscriber, publishers
-from hubbub.loadtest.users import User
+from hubbub.loadtest.users.user import User
 
 
 class FastSubscriber(FeedSubscriber):

@@ -7,13 +7,13 @@ import json
 import re
 from pathlib import Path
 
-from hubbub.loadtest.accounting import StreamInfo, Tally
-from hubbub.loadtest.checks import evaluate, parse_checks
+from hubbub.loadtest.accounting.sequences import StreamInfo, Tally
+from hubbub.loadtest.accounting.stats import WorkerStats
 from hubbub.loadtest.config import RunConfig
-from hubbub.loadtest.coordinator import Coordinator, Event
-from hubbub.loadtest.html import render
-from hubbub.loadtest.report import build_report, metric, write_csv, write_json
-from hubbub.loadtest.stats import WorkerStats
+from hubbub.loadtest.reports.checks import evaluate, parse_checks
+from hubbub.loadtest.reports.html import render
+from hubbub.loadtest.reports.report import build_report, metric, write_csv, write_json
+from hubbub.loadtest.running.coordinator import Coordinator, Event
 
 
 def _tick(stats: WorkerStats, k: int) -> dict:

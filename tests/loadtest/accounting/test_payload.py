@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from hubbub.loadtest.payload import STAMP_SIZE, make_payload, publisher_of, read_stamp, stream_id
+from hubbub.loadtest.accounting.payload import (
+    STAMP_SIZE,
+    make_payload,
+    publisher_of,
+    read_stamp,
+    stream_id,
+)
 
 
 def test_stamp_round_trips_and_pads_to_size() -> None:

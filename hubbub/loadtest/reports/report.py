@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hubbub.loadtest.accounting import StreamInfo, Tally
-from hubbub.loadtest.aggregate import Aggregate
-from hubbub.loadtest.checks import CheckResult
-from hubbub.loadtest.coordinator import Coordinator
-from hubbub.loadtest.hist import summary
+from hubbub.loadtest.accounting.aggregate import Aggregate
+from hubbub.loadtest.accounting.hist import summary
+from hubbub.loadtest.accounting.sequences import StreamInfo, Tally
+from hubbub.loadtest.reports.checks import CheckResult
+from hubbub.loadtest.running.coordinator import Coordinator
 
 #: A worker at or above this CPU share in a tick is saturated.
 SATURATED = 0.9
@@ -188,7 +188,7 @@ def _cpus() -> int:
 
 
 def metric(report: dict[str, Any], name: str) -> float | None:
-    """The value of a ``--check`` metric (see :mod:`loadtest.checks`), None without data."""
+    """The value of a ``--check`` metric (see :mod:`loadtest.reports.checks`), None without data."""
     s, c = report["summary"], report["correctness"]["total"]
     duration = report["duration_s"] or None
     simple: dict[str, float | None] = {

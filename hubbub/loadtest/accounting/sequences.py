@@ -1,6 +1,6 @@
 """Accounting for every message: lost, duplicated, reordered.
 
-A publisher numbers each of its streams 1, 2, 3 ... (:mod:`loadtest.payload`).
+A publisher numbers each of its streams 1, 2, 3 ... (:mod:`loadtest.accounting.payload`).
 Each receiver keeps one :class:`SeqTracker` per stream it hears from. At the
 end of a run the publishers' side (:class:`StreamInfo`: the highest number
 written, and the numbers the server refused or never confirmed) is sent to

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hubbub.loadtest.aggregate import Aggregate
+from hubbub.loadtest.accounting.aggregate import Aggregate
 from hubbub.loadtest.config import RunConfig
 
 #: Seconds between the broadcast of the start time and the start itself.
@@ -131,7 +131,7 @@ class Coordinator:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "hubbub.loadtest.worker",
+                "hubbub.loadtest.running.worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

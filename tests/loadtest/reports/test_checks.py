@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubbub.loadtest.checks import CheckError, evaluate, parse_checks
+from hubbub.loadtest.reports.checks import CheckError, evaluate, parse_checks
 
 
 def test_parse_units_and_operators() -> None:

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from hubbub.client import ChannelEvent, Client, ClientError, ReplyError, Subscription
+from hubbub.loadtest.accounting.receiver import Receiver
+from hubbub.loadtest.accounting.stats import WorkerStats
 from hubbub.loadtest.conn import ConnectFailed, LeanSession, NotConnected, RequestFailed
-from hubbub.loadtest.receiver import Receiver
-from hubbub.loadtest.stats import WorkerStats
 
 #: Publish outcome: (ok, error code or reason, reply time).
 Done = Callable[[bool, str | None, float], None]

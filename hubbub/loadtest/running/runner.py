@@ -1,6 +1,6 @@
 """A worker's share of a run: spawn users on schedule, run their tasks, report.
 
-The coordinator drives it with a few commands (:mod:`loadtest.worker` carries
+The coordinator drives it with a few commands (:mod:`loadtest.running.worker` carries
 them): ``start`` (the common start time ``t0``), ``all_spawned``, ``stop``,
 ``account`` (the publishers' ledger). The runner answers with ``tick``
 reports every second (aligned on ``t0``), ``spawned``, ``streams`` and
@@ -19,13 +19,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from hubbub.loadtest.accounting import StreamInfo, Tally, index_by_channel
+from hubbub.loadtest.accounting.sequences import StreamInfo, Tally, index_by_channel
+from hubbub.loadtest.accounting.stats import WorkerStats
 from hubbub.loadtest.config import RunConfig
 from hubbub.loadtest.conn import ConnectFailed
 from hubbub.loadtest.scenarios import Scenario
-from hubbub.loadtest.schedule import Pacer, as_wait_time, spawn_time
-from hubbub.loadtest.stats import WorkerStats
-from hubbub.loadtest.users import StopUser, User, WorkerContext
+from hubbub.loadtest.users.schedule import Pacer, as_wait_time, spawn_time
+from hubbub.loadtest.users.user import StopUser, User, WorkerContext
 
 log = logging.getLogger("hubbub.loadtest")
 

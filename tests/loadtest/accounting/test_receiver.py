@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from hubbub.loadtest.accounting import StreamInfo, Tally, index_by_channel
-from hubbub.loadtest.payload import make_payload, stream_id
-from hubbub.loadtest.receiver import Receiver
-from hubbub.loadtest.stats import WorkerStats
+from hubbub.loadtest.accounting.payload import make_payload, stream_id
+from hubbub.loadtest.accounting.receiver import Receiver
+from hubbub.loadtest.accounting.sequences import StreamInfo, Tally, index_by_channel
+from hubbub.loadtest.accounting.stats import WorkerStats
 
 
 def test_receiver_tracks_streams_and_latency() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubbub.loadtest.accounting import (
+from hubbub.loadtest.accounting.payload import MAGIC, STAMP_SIZE
+from hubbub.loadtest.accounting.payload import _unpack_from as _unpack_stamp
+from hubbub.loadtest.accounting.sequences import (
     DUPLICATE,
     FILLED,
     GAP,
@@ -19,9 +21,7 @@ from hubbub.loadtest.accounting import (
     Tally,
     account,
 )
-from hubbub.loadtest.payload import MAGIC, STAMP_SIZE
-from hubbub.loadtest.payload import _unpack_from as _unpack_stamp
-from hubbub.loadtest.stats import Group, WorkerStats
+from hubbub.loadtest.accounting.stats import Group, WorkerStats
 
 _MAX_US = 3_600_000_000
 

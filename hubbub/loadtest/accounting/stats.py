@@ -14,7 +14,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from hubbub.loadtest.hist import encode, new_histogram, record_seconds
+from hubbub.loadtest.accounting.hist import encode, new_histogram, record_seconds
 
 
 class Group:

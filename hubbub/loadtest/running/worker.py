@@ -1,4 +1,4 @@
-"""A worker process: ``python -m loadtest.worker``, started by the coordinator.
+"""A worker process: ``python -m loadtest.running.worker``, started by the coordinator.
 
 It talks JSON lines: commands on stdin, reports on the original stdout
 (``print`` in a scenario goes to stderr instead, so it cannot corrupt them).
@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from hubbub.loadtest.config import RunConfig
-from hubbub.loadtest.runner import Runner
+from hubbub.loadtest.running.runner import Runner
 from hubbub.loadtest.scenarios import ScenarioError, load
 
 

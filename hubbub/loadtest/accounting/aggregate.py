@@ -15,7 +15,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from hubbub.loadtest.hist import add_encoded, new_histogram, summary
+from hubbub.loadtest.accounting.hist import add_encoded, new_histogram, summary
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hubbub.loadtest.hist import (
+from hubbub.loadtest.accounting.hist import (
     add_encoded,
     encode,
     merged,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from hubbub.loadtest.schedule import (
+from hubbub.loadtest.users.schedule import (
     Pacer,
     as_wait_time,
     between,

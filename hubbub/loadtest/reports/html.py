@@ -6,7 +6,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from hubbub.loadtest.svg import STYLE, Series, line_chart
+from hubbub.loadtest.reports.svg import STYLE, Series, line_chart
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:900px;color:#222;padding:0 12px}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hubbub.loadtest.accounting import (
+from hubbub.loadtest.accounting.sequences import (
     DUPLICATE,
     FILLED,
     GAP,

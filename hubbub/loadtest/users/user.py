@@ -36,14 +36,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubbub.loadtest.accounting import PublishedStream
-from hubbub.loadtest.payload import make_payload, stream_id
-from hubbub.loadtest.session import ClientSession, FastSession, SessionError
+from hubbub.loadtest.accounting.payload import make_payload, stream_id
+from hubbub.loadtest.accounting.sequences import PublishedStream
+from hubbub.loadtest.users.session import ClientSession, FastSession, SessionError
 
 if TYPE_CHECKING:
     from hubbub.client import Client
+    from hubbub.loadtest.accounting.stats import WorkerStats
     from hubbub.loadtest.config import RunConfig
-    from hubbub.loadtest.stats import WorkerStats
 
 
 class StopUser(Exception):
@@ -99,8 +99,8 @@ class User:
     recover: ClassVar[bool] = False
 
     def __init__(self, ctx: WorkerContext, index: int) -> None:
+        from hubbub.loadtest.accounting.receiver import Receiver
         from hubbub.loadtest.conn import LeanSession  # the fast path only when used
-        from hubbub.loadtest.receiver import Receiver
 
         config = ctx.config
         self.ctx = ctx
