@@ -41,120 +41,130 @@ def render(report: dict[str, Any]) -> str:
         "",
     ]
     verdicts: list[str] = []
-    runs = report.get("fanout", [])
-    if runs:
-        header = [
-            "subs x pub/s",
-            "offered/s",
-            "delivered/s",
-            "loss",
-            "p50 ms",
-            "p99 ms",
-            "max ms",
-            "srv µs/dlv",
-            "srv CPU %",
-            "srv kernel %",
-            "gen CPU %",
-            "other CPU %",
-            "note",
-        ]
-        rows = []
-        for r in runs:
-            notes = []
-            if r["client_bound"]:
-                notes.append("CLIENT-BOUND")
-            if r["other_cpu_pct"] >= NOISY_PCT:
-                notes.append("NOISY")
-            note = " ".join(notes)
-            if r["disconnected"]:
-                note = (note + f" {r['disconnected']} disconnected").strip()
-            rows.append(
-                [
-                    f"{r['subscribers']} x {r['rate']:g}",
-                    f"{r['offered']:,.0f}",
-                    f"{r['deliveries_per_s']:,.0f}",
-                    f"{r['loss']} ({r['loss_pct']:.2f}%)",
-                    _num(r["p50_ms"], ".1f"),
-                    _num(r["p99_ms"], ".1f"),
-                    _num(r["max_ms"], ".1f"),
-                    _num(r["server_cpu_us_per_delivery"], ".2f"),
-                    _num(r["server_cpu_pct"], ".0f"),
-                    _num(100 * r["server_system_share"], ".0f"),
-                    _num(r["generator_cpu_pct"], ".0f"),
-                    _num(r["other_cpu_pct"], ".0f"),
-                    note,
-                ]
-            )
-        lines += [
-            "Fan-out: WebSocket subscribers on one channel, 100-byte publications, "
-            "latency from the intended send time",
-            *_table(header, rows),
-            "  CPU % = share of one core; srv µs/dlv = server CPU / deliveries; "
-            "srv kernel % = its system-time share;",
-            "  CLIENT-BOUND = generator (receivers + publisher) >= 90 % of its core;",
-            f"  NOISY = other processes used >= {NOISY_PCT:g} % of a core meanwhile "
-            "(a busier core batches more: rerun on a quiet machine)",
-            "",
-        ]
-        top = max(runs, key=lambda r: r["offered"])
-        caveat = (
-            f" -- NOT CONCLUSIVE: other processes used {top['other_cpu_pct']:.0f} % of a core"
-            if top["other_cpu_pct"] >= NOISY_PCT
-            else ""
-        )
-        if top["offered"] >= TARGET_DELIVERIES:
-            ok = top["loss"] == 0 and not top["disconnected"]
-            bound = " (client-bound: generator saturated)" if top["client_bound"] else ""
-            verdicts.append(
-                f"no loss at {top['offered']:,.0f} deliveries/s: {'met' if ok else 'MISSED'}"
-                f"{bound}{'' if ok else caveat}"
-            )
-        us = top["server_cpu_us_per_delivery"]
-        others = ", ".join(
-            f"{r['server_cpu_us_per_delivery']:.2f} at {r['offered']:,.0f}/s"
-            for r in runs
-            if r is not top
-        )
-        verdicts.append(
-            f"server CPU <= {TARGET_CPU_US:g} µs per delivery at "
-            f"{top['offered']:,.0f}/s: {'met' if us <= TARGET_CPU_US else 'MISSED'} "
-            f"({us:.2f} µs{'; ' + others if others else ''}){caveat}"
-        )
-    idle = report.get("idle", [])
-    if idle:
-        header = [
-            "transport",
-            "idle connections",
-            "RSS before KiB",
-            "RSS after KiB",
-            "KiB per connection",
-            "target",
-        ]
-        rows = []
-        for r in idle:
-            target = TARGET_KB[r["transport"]]
-            rows.append(
-                [
-                    r["transport"],
-                    f"{r['connections']:,}",
-                    f"{r['rss_before_kb']:,}",
-                    f"{r['rss_after_kb']:,}",
-                    f"{r['kb_per_connection']:.1f}",
-                    f"<= {target:g}",
-                ]
-            )
-            met = r["kb_per_connection"] <= target and r["still_open"] == r["connections"]
-            verdicts.append(
-                f"<= {target:g} KB per idle {r['transport']} connection: "
-                f"{'met' if met else 'MISSED'} ({r['kb_per_connection']:.1f} KB"
-                f"{'' if r['still_open'] == r['connections'] else ', some closed'})"
-            )
-        lines += ["Idle memory: server VmRSS per idle connection", *_table(header, rows), ""]
+    if report.get("fanout"):
+        lines += render_fanout(report["fanout"], verdicts)
+    if report.get("idle"):
+        lines += render_idle(report["idle"], verdicts)
     if report.get("cluster"):
         lines += render_cluster(report["cluster"], verdicts)
     if verdicts:
         lines += ["Targets:", *[f"  - {v}" for v in verdicts]]
     return "\n".join(lines)
+
+
+_FANOUT_HEADER = [
+    "subs x pub/s",
+    "offered/s",
+    "delivered/s",
+    "loss",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "srv µs/dlv",
+    "srv CPU %",
+    "srv kernel %",
+    "gen CPU %",
+    "other CPU %",
+    "note",
+]
+
+
+def _fanout_row(r: dict[str, Any]) -> list[str]:
+    notes = []
+    if r["client_bound"]:
+        notes.append("CLIENT-BOUND")
+    if r["other_cpu_pct"] >= NOISY_PCT:
+        notes.append("NOISY")
+    note = " ".join(notes)
+    if r["disconnected"]:
+        note = (note + f" {r['disconnected']} disconnected").strip()
+    return [
+        f"{r['subscribers']} x {r['rate']:g}",
+        f"{r['offered']:,.0f}",
+        f"{r['deliveries_per_s']:,.0f}",
+        f"{r['loss']} ({r['loss_pct']:.2f}%)",
+        _num(r["p50_ms"], ".1f"),
+        _num(r["p99_ms"], ".1f"),
+        _num(r["max_ms"], ".1f"),
+        _num(r["server_cpu_us_per_delivery"], ".2f"),
+        _num(r["server_cpu_pct"], ".0f"),
+        _num(100 * r["server_system_share"], ".0f"),
+        _num(r["generator_cpu_pct"], ".0f"),
+        _num(r["other_cpu_pct"], ".0f"),
+        note,
+    ]
+
+
+def render_fanout(runs: list[dict[str, Any]], verdicts: list[str]) -> list[str]:
+    """The fan-out table; its verdicts (loss, CPU per delivery) are appended to ``verdicts``."""
+    lines = [
+        "Fan-out: WebSocket subscribers on one channel, 100-byte publications, "
+        "latency from the intended send time",
+        *_table(_FANOUT_HEADER, [_fanout_row(r) for r in runs]),
+        "  CPU % = share of one core; srv µs/dlv = server CPU / deliveries; "
+        "srv kernel % = its system-time share;",
+        "  CLIENT-BOUND = generator (receivers + publisher) >= 90 % of its core;",
+        f"  NOISY = other processes used >= {NOISY_PCT:g} % of a core meanwhile "
+        "(a busier core batches more: rerun on a quiet machine)",
+        "",
+    ]
+    top = max(runs, key=lambda r: r["offered"])
+    caveat = (
+        f" -- NOT CONCLUSIVE: other processes used {top['other_cpu_pct']:.0f} % of a core"
+        if top["other_cpu_pct"] >= NOISY_PCT
+        else ""
+    )
+    if top["offered"] >= TARGET_DELIVERIES:
+        ok = top["loss"] == 0 and not top["disconnected"]
+        bound = " (client-bound: generator saturated)" if top["client_bound"] else ""
+        verdicts.append(
+            f"no loss at {top['offered']:,.0f} deliveries/s: {'met' if ok else 'MISSED'}"
+            f"{bound}{'' if ok else caveat}"
+        )
+    us = top["server_cpu_us_per_delivery"]
+    others = ", ".join(
+        f"{r['server_cpu_us_per_delivery']:.2f} at {r['offered']:,.0f}/s"
+        for r in runs
+        if r is not top
+    )
+    verdicts.append(
+        f"server CPU <= {TARGET_CPU_US:g} µs per delivery at "
+        f"{top['offered']:,.0f}/s: {'met' if us <= TARGET_CPU_US else 'MISSED'} "
+        f"({us:.2f} µs{'; ' + others if others else ''}){caveat}"
+    )
+    return lines
+
+
+def render_idle(idle: list[dict[str, Any]], verdicts: list[str]) -> list[str]:
+    """The idle-memory table; its verdicts (KB per connection) are appended to ``verdicts``."""
+    header = [
+        "transport",
+        "idle connections",
+        "RSS before KiB",
+        "RSS after KiB",
+        "KiB per connection",
+        "target",
+    ]
+    rows = []
+    for r in idle:
+        target = TARGET_KB[r["transport"]]
+        rows.append(
+            [
+                r["transport"],
+                f"{r['connections']:,}",
+                f"{r['rss_before_kb']:,}",
+                f"{r['rss_after_kb']:,}",
+                f"{r['kb_per_connection']:.1f}",
+                f"<= {target:g}",
+            ]
+        )
+        met = r["kb_per_connection"] <= target and r["still_open"] == r["connections"]
+        verdicts.append(
+            f"<= {target:g} KB per idle {r['transport']} connection: "
+            f"{'met' if met else 'MISSED'} ({r['kb_per_connection']:.1f} KB"
+            f"{'' if r['still_open'] == r['connections'] else ', some closed'})"
+        )
+    return ["Idle memory: server VmRSS per idle connection", *_table(header, rows), ""]
 
 
 def _per_pub(value: float) -> str:
@@ -164,64 +174,78 @@ def _per_pub(value: float) -> str:
 def render_cluster(data: dict[str, Any], verdicts: list[str]) -> list[str]:
     """The cluster part's two tables; its verdicts are appended to ``verdicts``."""
     runs = data.get("runs", [])
-    base = {r["rate"]: r for r in runs if not r["redis"]}
-    header = [
-        "setup",
-        "subs x pub/s",
-        "delivered/s",
-        "loss",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "p50 +ms",
-        "srv µs/dlv",
-        "nodes CPU %",
-        "redis CPU %",
-        "core 0 %",
-        "gen CPU %",
-        "other CPU %",
-        "PUBLISH/pub",
-        "EVALSHA/pub",
-        "note",
+    levels = data.get("throughput", [])
+    lines = _cluster_runs(data, runs)
+    if levels:
+        lines += _throughput_table(levels)
+    verdicts += _cluster_verdicts(runs)
+    if levels:
+        verdicts.append(_throughput_verdict(levels))
+    return lines
+
+
+_CLUSTER_HEADER = [
+    "setup",
+    "subs x pub/s",
+    "delivered/s",
+    "loss",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "p50 +ms",
+    "srv µs/dlv",
+    "nodes CPU %",
+    "redis CPU %",
+    "core 0 %",
+    "gen CPU %",
+    "other CPU %",
+    "PUBLISH/pub",
+    "EVALSHA/pub",
+    "note",
+]
+
+
+def _cluster_row(r: dict[str, Any], b: dict[str, Any] | None) -> list[str]:
+    """One setup at one rate; ``b`` is the 1-node in-memory run at the same rate."""
+    notes = []
+    if r["client_bound"]:
+        notes.append("CLIENT-BOUND")
+    if r["other_cpu_pct"] >= NOISY_PCT:
+        notes.append("NOISY")
+    if r["server_core_pct"] >= CORE_FULL_PCT:
+        notes.append("CORE-0 FULL")
+    if r["disconnected"]:
+        notes.append(f"{r['disconnected']} disconnected")
+    return [
+        r["setup"],
+        f"{r['subscribers']} x {r['rate']:g}",
+        f"{r['deliveries_per_s']:,.0f}",
+        f"{r['loss']} ({r['loss_pct']:.2f}%)",
+        _num(r["p50_ms"], ".1f"),
+        _num(r["p99_ms"], ".1f"),
+        _num(r["max_ms"], ".1f"),
+        _num(r["p50_ms"] - b["p50_ms"], "+.1f") if b is not None and r is not b else "",
+        _num(r["server_cpu_us_per_delivery"], ".2f"),
+        "+".join(f"{c:.0f}" for c in r["node_cpu_pct"]),
+        _num(r["redis_cpu_pct"], ".0f") if r["redis"] else "",
+        _num(r["server_core_pct"], ".0f"),
+        _num(r["generator_cpu_pct"], ".0f"),
+        _num(r["other_cpu_pct"], ".0f"),
+        _per_pub(r["publish_per_publication"]) if r["redis"] else "",
+        _per_pub(r["evalsha_per_publication"]) if r["redis"] else "",
+        " ".join(notes),
     ]
-    rows = []
-    for r in runs:
-        notes = []
-        if r["client_bound"]:
-            notes.append("CLIENT-BOUND")
-        if r["other_cpu_pct"] >= NOISY_PCT:
-            notes.append("NOISY")
-        if r["server_core_pct"] >= CORE_FULL_PCT:
-            notes.append("CORE-0 FULL")
-        if r["disconnected"]:
-            notes.append(f"{r['disconnected']} disconnected")
-        b = base.get(r["rate"])
-        rows.append(
-            [
-                r["setup"],
-                f"{r['subscribers']} x {r['rate']:g}",
-                f"{r['deliveries_per_s']:,.0f}",
-                f"{r['loss']} ({r['loss_pct']:.2f}%)",
-                _num(r["p50_ms"], ".1f"),
-                _num(r["p99_ms"], ".1f"),
-                _num(r["max_ms"], ".1f"),
-                _num(r["p50_ms"] - b["p50_ms"], "+.1f") if b is not None and r is not b else "",
-                _num(r["server_cpu_us_per_delivery"], ".2f"),
-                "+".join(f"{c:.0f}" for c in r["node_cpu_pct"]),
-                _num(r["redis_cpu_pct"], ".0f") if r["redis"] else "",
-                _num(r["server_core_pct"], ".0f"),
-                _num(r["generator_cpu_pct"], ".0f"),
-                _num(r["other_cpu_pct"], ".0f"),
-                _per_pub(r["publish_per_publication"]) if r["redis"] else "",
-                _per_pub(r["evalsha_per_publication"]) if r["redis"] else "",
-                " ".join(notes),
-            ]
-        )
-    lines = [
+
+
+def _cluster_runs(data: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """The fan-out table of the three setups."""
+    base = {r["rate"]: r for r in runs if not r["redis"]}
+    rows = [_cluster_row(r, base.get(r["rate"])) for r in runs]
+    return [
         f"Cluster: {runs[0]['subscribers'] if runs else '?'} WebSocket subscribers of "
         f"{data['channel']} (history {data['history_size']}), publisher on the first node; "
         f"Redis {data.get('redis_version', '?')}",
-        *_table(header, rows),
+        *_table(_CLUSTER_HEADER, rows),
         "  p50 +ms = p50 minus the 1-node in-memory p50 at the same rate; srv µs/dlv and "
         "nodes/redis CPU count every node and redis-server;",
         "  core 0 % = the servers' core busy, by anyone (minus nodes and redis: others on it); "
@@ -232,44 +256,52 @@ def render_cluster(data: dict[str, Any], verdicts: list[str]) -> list[str]:
         + ", ".join(f"{k}: {v}" for k, v in data.get("subscribe_calls", {}).items()),
         "",
     ]
-    levels = data.get("throughput", [])
-    if levels:
-        header = [
-            "connections x depth",
-            "publishes/s",
-            "node CPU %",
-            "redis CPU %",
-            "other nodes %",
-            "gen CPU %",
-            "other CPU %",
-            "node µs/pub",
-            "redis µs/pub",
-            "EVALSHA/pub",
-            "errors",
+
+
+_THROUGHPUT_HEADER = [
+    "connections x depth",
+    "publishes/s",
+    "node CPU %",
+    "redis CPU %",
+    "other nodes %",
+    "gen CPU %",
+    "other CPU %",
+    "node µs/pub",
+    "redis µs/pub",
+    "EVALSHA/pub",
+    "errors",
+]
+
+
+def _throughput_table(levels: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        [
+            f"{t['connections']} x {t['depth']}",
+            f"{t['publishes_per_s']:,.0f}",
+            _num(t["node_cpu_pct"], ".0f"),
+            _num(t["redis_cpu_pct"], ".0f"),
+            _num(t["other_nodes_cpu_pct"], ".0f"),
+            _num(t["generator_cpu_pct"], ".0f"),
+            _num(t["other_cpu_pct"], ".0f"),
+            _num(t["node_us_per_publish"], ".1f"),
+            _num(t["redis_us_per_publish"], ".1f"),
+            _per_pub(t["evalsha_per_publish"]),
+            str(t["errors"]),
         ]
-        rows = [
-            [
-                f"{t['connections']} x {t['depth']}",
-                f"{t['publishes_per_s']:,.0f}",
-                _num(t["node_cpu_pct"], ".0f"),
-                _num(t["redis_cpu_pct"], ".0f"),
-                _num(t["other_nodes_cpu_pct"], ".0f"),
-                _num(t["generator_cpu_pct"], ".0f"),
-                _num(t["other_cpu_pct"], ".0f"),
-                _num(t["node_us_per_publish"], ".1f"),
-                _num(t["redis_us_per_publish"], ".1f"),
-                _per_pub(t["evalsha_per_publish"]),
-                str(t["errors"]),
-            ]
-            for t in levels
-        ]
-        lines += [
-            "Publish throughput through the Lua script: TCP connections to one node, each "
-            "keeping `depth` publishes with ids in flight (channel without subscribers)",
-            *_table(header, rows),
-            "",
-        ]
-    # Verdicts: the p50 the cluster adds, PUBLISH per publication, what limits publishing.
+        for t in levels
+    ]
+    return [
+        "Publish throughput through the Lua script: TCP connections to one node, each "
+        "keeping `depth` publishes with ids in flight (channel without subscribers)",
+        *_table(_THROUGHPUT_HEADER, rows),
+        "",
+    ]
+
+
+def _cluster_verdicts(runs: list[dict[str, Any]]) -> list[str]:
+    """The p50 the cluster adds, and PUBLISH per publication."""
+    verdicts = []
+    base = {r["rate"]: r for r in runs if not r["redis"]}
     cluster = [r for r in runs if r["nodes"] > 1]
     hop = {r["rate"]: r for r in runs if r["redis"] and r["nodes"] == 1}
     noisy = sorted({f"{r['rate']:g}/s" for r in runs if r["other_cpu_pct"] >= NOISY_PCT})
@@ -301,24 +333,27 @@ def render_cluster(data: dict[str, Any], verdicts: list[str]) -> list[str]:
             )
             + ")"
         )
-    if levels:
-        peak = max(levels, key=lambda t: t["publishes_per_s"])
-        node_us, redis_us = peak["node_us_per_publish"], peak["redis_us_per_publish"]
-        core0 = peak["node_cpu_pct"] + peak["redis_cpu_pct"] + peak["other_nodes_cpu_pct"]
-        if peak["generator_cpu_pct"] >= 100 * 0.9:
-            limit = "the generator (client-bound)"
-        elif core0 >= 90:
-            limit = (
-                f"core 0 full, node {peak['node_cpu_pct']:.0f} % vs redis-server "
-                f"{peak['redis_cpu_pct']:.0f} %: the {'node' if node_us >= redis_us else 'Redis'}"
-            )
-        else:
-            limit = f"neither core full (core 0 at {core0:.0f} %): round trips"
-        verdicts.append(
-            f"publish throughput (no target): peak {peak['publishes_per_s']:,.0f} publishes/s "
-            f"on one node at {peak['connections']} connections; limit: {limit}; per publish node "
-            f"{node_us:.1f} µs, Redis {redis_us:.1f} µs: a core of Redis's own would take "
-            f"~{1e6 / redis_us:,.0f}/s, what ~{node_us / redis_us:.1f} nodes with a core each "
-            "publish flat out"
+    return verdicts
+
+
+def _throughput_verdict(levels: list[dict[str, Any]]) -> str:
+    """The peak publish rate and what limits it."""
+    peak = max(levels, key=lambda t: t["publishes_per_s"])
+    node_us, redis_us = peak["node_us_per_publish"], peak["redis_us_per_publish"]
+    core0 = peak["node_cpu_pct"] + peak["redis_cpu_pct"] + peak["other_nodes_cpu_pct"]
+    if peak["generator_cpu_pct"] >= 100 * 0.9:
+        limit = "the generator (client-bound)"
+    elif core0 >= 90:
+        limit = (
+            f"core 0 full, node {peak['node_cpu_pct']:.0f} % vs redis-server "
+            f"{peak['redis_cpu_pct']:.0f} %: the {'node' if node_us >= redis_us else 'Redis'}"
         )
-    return lines
+    else:
+        limit = f"neither core full (core 0 at {core0:.0f} %): round trips"
+    return (
+        f"publish throughput (no target): peak {peak['publishes_per_s']:,.0f} publishes/s "
+        f"on one node at {peak['connections']} connections; limit: {limit}; per publish node "
+        f"{node_us:.1f} µs, Redis {redis_us:.1f} µs: a core of Redis's own would take "
+        f"~{1e6 / redis_us:,.0f}/s, what ~{node_us / redis_us:.1f} nodes with a core each "
+        "publish flat out"
+    )

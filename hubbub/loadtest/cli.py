@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    what = p.add_argument_group("what to run")
+    _what_to_run(p.add_argument_group("what to run"))
+    _how(p.add_argument_group("how"))
+    _output(p.add_argument_group("output"))
+    return p
+
+
+def _what_to_run(what: argparse._ArgumentGroup) -> None:
+    """The scenario, the hosts, the users and what they publish."""
     what.add_argument("--scenario", default=None, help=f"built-in scenario: {', '.join(BUILTIN)}")
     what.add_argument(
         "-f", "--scenario-file", metavar="FILE", help="scenario file with User classes"
@@ -116,7 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="scenario option (self.options), repeatable",
     )
     what.add_argument("--seed", type=int, default=1, help="random seed [1]")
-    how = p.add_argument_group("how")
+
+
+def _how(how: argparse._ArgumentGroup) -> None:
+    """Workers, addresses, timeouts, the disruption."""
     how.add_argument(
         "--workers",
         type=_positive_int,
@@ -157,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="shell command that restarts or drains a node",
     )
-    out = p.add_argument_group("output")
+
+
+def _output(out: argparse._ArgumentGroup) -> None:
+    """Report files, checks, the live view."""
     out.add_argument("--json", metavar="FILE", help="write the report as JSON")
     out.add_argument("--csv", metavar="PREFIX", help="write PREFIX_stats/_history/_correctness.csv")
     out.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
@@ -167,7 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-live", action="store_true", help="no live view while running")
     out.add_argument("-q", "--quiet", action="store_true", help="print only problems and checks")
     out.add_argument("--list-scenarios", action="store_true", help="list built-in scenarios")
-    return p
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

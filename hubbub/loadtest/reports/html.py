@@ -112,11 +112,9 @@ def _charts(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(report: dict[str, Any]) -> str:
-    """The report as a complete HTML document."""
-    s = report["summary"]
-    c = report["correctness"]
-    parts = [
+def _head(report: dict[str, Any]) -> list[str]:
+    """The document's head, the title and what ran."""
+    return [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>hubbub-loadtest: {escape(report['scenario'])}</title>",
         f"<style>{_CSS}{STYLE}</style></head><body>",
@@ -126,6 +124,11 @@ def render(report: dict[str, Any]) -> str:
         f"{escape(report['machine']['python'])}</div>",
         f"<pre>{escape(report['command'])}</pre>",
     ]
+
+
+def _verdict(report: dict[str, Any]) -> list[str]:
+    """Clean or the problems; client-bound or not; the ``--check`` results."""
+    parts = []
     if report["clean"]:
         parts.append(
             "<div class=ok><b>Clean run</b>: nothing lost, duplicated or reordered; "
@@ -146,57 +149,46 @@ def render(report: dict[str, Any]) -> str:
             [r["check"], r["actual"], "pass" if r["passed"] else "FAIL"] for r in report["checks"]
         ]
         parts.append("<h2>Checks</h2>" + _table(["check", "actual", "result"], rows))
-    parts.append("<h2>Summary</h2>")
-    parts.append(
-        _table(
-            ["", "value"],
-            [
-                ["users (target / peak)", f"{s['users_target']:,} / {s['users_peak']:,}"],
-                ["connections at peak", s["connected_peak"]],
-                ["connect failures", s["connect_failures"]],
-                ["publications sent (confirmed)", s["publications_sent"]],
-                ["messages received", s["received"]],
-                ["published per second (mean)", s["msgs_out_per_s"]],
-                ["received per second (mean)", s["msgs_in_per_s"]],
-                ["errors", s["errors"]],
-                ["disconnects", s["disconnects"]],
-            ],
-        )
-    )
-    parts.append("<h2>Correctness</h2>")
+    return parts
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    s = report["summary"]
+    rows: list[list[Any]] = [
+        ["users (target / peak)", f"{s['users_target']:,} / {s['users_peak']:,}"],
+        ["connections at peak", s["connected_peak"]],
+        ["connect failures", s["connect_failures"]],
+        ["publications sent (confirmed)", s["publications_sent"]],
+        ["messages received", s["received"]],
+        ["published per second (mean)", s["msgs_out_per_s"]],
+        ["received per second (mean)", s["msgs_in_per_s"]],
+        ["errors", s["errors"]],
+        ["disconnects", s["disconnects"]],
+    ]
+    return ["<h2>Summary</h2>", _table(["", "value"], rows)]
+
+
+_TALLY = ["expected", "delivered", "lost", "duplicates", "reordered", "unconfirmed"]
+
+
+def _correctness(report: dict[str, Any]) -> list[str]:
+    """Expected, delivered, lost ... per group of receivers and in total."""
+    c = report["correctness"]
     groups = {**c["groups"], "total": c["total"]} if len(c["groups"]) > 1 else {"total": c["total"]}
-    parts.append(
-        _table(
-            [
-                "receivers",
-                "expected",
-                "delivered",
-                "lost",
-                "duplicates",
-                "reordered",
-                "unconfirmed",
-            ],
-            [
-                [
-                    g,
-                    t["expected"],
-                    t["delivered"],
-                    t["lost"],
-                    t["duplicates"],
-                    t["reordered"],
-                    t["unconfirmed"],
-                ]
-                for g, t in groups.items()
-            ],
-        )
-    )
-    parts.append(
+    rows = [[g, *(t[k] for k in _TALLY)] for g, t in groups.items()]
+    return [
+        "<h2>Correctness</h2>",
+        _table(["receivers", *_TALLY], rows),
         f"<p class=muted>{c['publications_sent']:,} publications confirmed on {c['streams']} "
         "streams. Expected = what each subscriber should have received from the publications "
         "the server confirmed while it was subscribed; delivered + lost = expected"
-        f"{' (holds)' if c['consistent'] else ' (DOES NOT HOLD)'}.</p>"
-    )
-    parts.append("<h2>Latency (ms)</h2>")
+        f"{' (holds)' if c['consistent'] else ' (DOES NOT HOLD)'}.</p>",
+    ]
+
+
+def _latency(report: dict[str, Any]) -> list[str]:
+    """Delivery latency and request timings."""
+    parts = ["<h2>Latency (ms)</h2>"]
     if report.get("latency_excludes_first_s"):
         parts.append(
             f"<p class=muted>Requests and deliveries of the first "
@@ -210,63 +202,79 @@ def render(report: dict[str, Any]) -> str:
     ]
     if req_rows:
         parts.append(_table(["request", "count", "failures", *_STATS[1:]], req_rows))
-    parts.append("<h2>Over time</h2>")
-    parts.extend(_charts(report))
+    return parts
+
+
+def _reconnects(report: dict[str, Any]) -> list[str]:
     rc = report["reconnect"]
-    if rc["reconnected"] or rc["recovered"] or rc["recovery_failed"] or rc["still_down"]:
-        parts.append("<h2>Reconnects</h2>")
-        parts.append(
-            _table(
-                ["", "value"],
-                [
-                    ["clients reconnected", rc["reconnected"]],
-                    ["time until every client was back (s)", rc["all_back_s"]],
-                    ["still disconnected at the end", rc["still_down"]],
-                    ["publications recovered from history", rc["recovered"]],
-                    ["recoveries refused (recovered: false)", rc["recovery_failed"]],
-                    ["publications dropped by the server (lag)", rc["lagged"]],
-                ],
-            )
-        )
-    if report["errors"] or report["disconnects"]:
-        parts.append("<h2>Errors and disconnects</h2>")
-        parts.append(_table(["error", "count"], [[k, v] for k, v in report["errors"].items()]))
-        parts.append(
-            _table(["disconnect code", "count"], [[k, v] for k, v in report["disconnects"].items()])
-        )
-    parts.append("<h2>Load generator</h2>")
-    parts.append(
-        _table(
-            [
-                "worker",
-                "CPU mean",
-                "CPU max",
-                "saturated s",
-                "loop lag max ms",
-                "late max ms",
-                "received",
-            ],
-            [
-                [
-                    w["worker"],
-                    f"{w['cpu_mean']:.0%}",
-                    f"{w['cpu_max']:.0%}",
-                    f"{w['saturated_ticks']} / {w['ticks']}",
-                    w["loop_lag_max_ms"],
-                    w["schedule_late_max_ms"],
-                    w["received"],
-                ]
-                for w in report["workers"]
-            ],
-        )
-    )
+    if not (rc["reconnected"] or rc["recovered"] or rc["recovery_failed"] or rc["still_down"]):
+        return []
+    rows = [
+        ["clients reconnected", rc["reconnected"]],
+        ["time until every client was back (s)", rc["all_back_s"]],
+        ["still disconnected at the end", rc["still_down"]],
+        ["publications recovered from history", rc["recovered"]],
+        ["recoveries refused (recovered: false)", rc["recovery_failed"]],
+        ["publications dropped by the server (lag)", rc["lagged"]],
+    ]
+    return ["<h2>Reconnects</h2>", _table(["", "value"], rows)]
+
+
+def _errors(report: dict[str, Any]) -> list[str]:
+    if not (report["errors"] or report["disconnects"]):
+        return []
+    return [
+        "<h2>Errors and disconnects</h2>",
+        _table(["error", "count"], [[k, v] for k, v in report["errors"].items()]),
+        _table(["disconnect code", "count"], [[k, v] for k, v in report["disconnects"].items()]),
+    ]
+
+
+_WORKER = ["worker", "CPU mean", "CPU max", "saturated s", "loop lag max ms", "late max ms"]
+
+
+def _generator(report: dict[str, Any]) -> list[str]:
+    """Each worker's CPU, loop lag and schedule lateness."""
+    rows = [
+        [
+            w["worker"],
+            f"{w['cpu_mean']:.0%}",
+            f"{w['cpu_max']:.0%}",
+            f"{w['saturated_ticks']} / {w['ticks']}",
+            w["loop_lag_max_ms"],
+            w["schedule_late_max_ms"],
+            w["received"],
+        ]
+        for w in report["workers"]
+    ]
+    return ["<h2>Load generator</h2>", _table([*_WORKER, "received"], rows)]
+
+
+def _configuration(report: dict[str, Any]) -> list[str]:
     config = report["config"]
-    parts.append(
+    return [
         "<details><summary>Configuration</summary>"
         + _table(["setting", "value"], [[k, str(v)] for k, v in config.items()])
         + "</details>"
-    )
-    parts.append("</body></html>\n")
+    ]
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a complete HTML document."""
+    parts = [
+        *_head(report),
+        *_verdict(report),
+        *_summary(report),
+        *_correctness(report),
+        *_latency(report),
+        "<h2>Over time</h2>",
+        *_charts(report),
+        *_reconnects(report),
+        *_errors(report),
+        *_generator(report),
+        *_configuration(report),
+        "</body></html>\n",
+    ]
     return "\n".join(parts)
 
 

@@ -65,7 +65,14 @@ class LiveView:
 
 def print_summary(report: dict[str, Any], console: Console) -> None:
     """The final tables: summary, correctness, latency, requests, problems, checks."""
-    s, c = report["summary"], report["correctness"]
+    console.print(_head_table(report))
+    console.print(_latency_table(report))
+    console.print(_correctness_table(report))
+    _print_outcome(report, console)
+
+
+def _head_table(report: dict[str, Any]) -> Table:
+    s = report["summary"]
     head = Table(title=f"hubbub-loadtest: {report['scenario']} ({report['duration_s']:.1f} s)")
     for name in ("users", "connected", "published/s", "received/s", "errors", "disconnects"):
         head.add_column(name, justify="right")
@@ -77,29 +84,38 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         f"{s['errors']:,}",
         f"{s['disconnects']:,}",
     )
-    console.print(head)
-    stats = ("count", "p50", "p90", "p99", "p99.9", "max")
+    return head
+
+
+_STATS = ("count", "p50", "p90", "p99", "p99.9", "max")
+
+
+def _cells(values: dict[str, Any]) -> list[str]:
+    return [
+        f"{values[k]:,}"
+        if k == "count" and k in values
+        else (f"{values[k]:,.2f}" if values.get(k) is not None else "-")
+        for k in _STATS
+    ]
+
+
+def _latency_table(report: dict[str, Any]) -> Table:
     lat = Table(title="latency (ms)")
     lat.add_column("what")
     lat.add_column("failures", justify="right")
-    for name in stats:
+    for name in _STATS:
         lat.add_column(name, justify="right")
-
-    def cells(values: dict[str, Any]) -> list[str]:
-        return [
-            f"{values[k]:,}"
-            if k == "count" and k in values
-            else (f"{values[k]:,.2f}" if values.get(k) is not None else "-")
-            for k in stats
-        ]
-
-    lat.add_row("delivery", "", *cells(report["latency"]))
+    lat.add_row("delivery", "", *_cells(report["latency"]))
     if len(report["latency_groups"]) > 1:
         for group, values in report["latency_groups"].items():
-            lat.add_row(Text(f"delivery [{group}]"), "", *cells(values))
+            lat.add_row(Text(f"delivery [{group}]"), "", *_cells(values))
     for name, values in report["requests"].items():
-        lat.add_row(name, f"{values['failures']:,}", *cells({**values}))
-    console.print(lat)
+        lat.add_row(name, f"{values['failures']:,}", *_cells({**values}))
+    return lat
+
+
+def _correctness_table(report: dict[str, Any]) -> Table:
+    c = report["correctness"]
     corr = Table(title="correctness (every message accounted)")
     for name in ("receivers", "expected", "delivered", "lost", "dup", "reordered"):
         corr.add_column(name, justify="right")
@@ -113,7 +129,11 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
             f"{t['duplicates']:,}",
             f"{t['reordered']:,}",
         )
-    console.print(corr)
+    return corr
+
+
+def _print_outcome(report: dict[str, Any], console: Console) -> None:
+    """Reconnects, errors, disconnects, client-bound, clean or the problems, checks."""
     rc = report["reconnect"]
     if rc["reconnected"] or rc["recovered"] or rc["recovery_failed"]:
         console.print(

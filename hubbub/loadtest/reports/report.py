@@ -69,74 +69,12 @@ def build_report(
     config = coord.config
     agg = coord.aggregate
     duration = coord.elapsed or 0.0
-    tallies: dict[str, Tally] = {}
-    for final in coord.finals:
-        for group, data in final.get("tallies", {}).items():
-            tallies.setdefault(group, Tally()).add(Tally.from_wire(data))
-    total = Tally()
-    for tally in tallies.values():
-        total.add(tally)
-    streams = [StreamInfo.from_wire(v) for v in coord.streams.values()]
-    sent = sum(s.sent for s in streams)
-    counts = agg.counts
-    received = sum(agg.group_received.values())
-    latency = summary(agg.latency())
-    requests = {
-        name: {"count": r.count, "failures": r.failures, **_timing(summary(r.hist))}
-        for name, r in sorted(agg.requests.items())
-    }
-    connect = agg.requests.get("connect")
+    correctness, total = _correctness(coord)
+    summary_block = _summary(coord, correctness["publications_sent"], duration)
+    reconnect = _reconnect(coord)
     workers, reasons = _client_bound(agg)
-    downs = [f["first_down"] for f in coord.finals if f.get("first_down") is not None]
-    backs = [f["last_back"] for f in coord.finals if f.get("last_back") is not None]
-    reconnect = {
-        "reconnected": agg.requests["reconnect"].count if "reconnect" in agg.requests else 0,
-        "still_down": sum(int(f.get("still_down", 0)) for f in coord.finals),
-        "all_back_s": round(max(backs) - min(downs), 3) if downs and backs else None,
-        "recovered": counts.get("recovered", 0),
-        "recovery_failed": counts.get("recovery_failed", 0),
-        "lagged": counts.get("lagged", 0),
-    }
-    summary_block = {
-        "users_target": config.users,
-        "users_peak": agg.peak_users,
-        "connected_peak": agg.peak_connected,
-        "connect_failures": counts.get("connect_failures", 0),
-        "publications_written": counts.get("written", 0),
-        "publications_sent": sent,
-        "publish_failures": agg.requests["publish"].failures if "publish" in agg.requests else 0,
-        "received": received,
-        "msgs_out_per_s": round(counts.get("written", 0) / duration, 1) if duration else 0.0,
-        "msgs_in_per_s": round(received / duration, 1) if duration else 0.0,
-        "errors": sum(agg.errors.values()),
-        "disconnects": sum(agg.disconnects.values()),
-        "duplicates_seen": counts.get("duplicates", 0),
-        "unstamped": counts.get("unstamped", 0),
-        "foreign": counts.get("foreign", 0),
-    }
-    correctness = {
-        "total": total.to_wire(),
-        "groups": {g: t.to_wire() for g, t in sorted(tallies.items())},
-        "publications_sent": sent,
-        "streams": len(streams),
-        "consistent": total.delivered + total.lost == total.expected,
-    }
-    problems = list(coord.problems)
-    if total.lost:
-        problems.append(f"{total.lost} messages lost")
-    if total.duplicates:
-        problems.append(f"{total.duplicates} duplicate deliveries")
-    if total.reordered:
-        problems.append(f"{total.reordered} deliveries out of order")
-    if summary_block["errors"]:
-        problems.append(f"{summary_block['errors']} errors")
-    if summary_block["disconnects"]:
-        problems.append(f"{summary_block['disconnects']} disconnects")
-    if summary_block["connect_failures"]:
-        problems.append(f"{summary_block['connect_failures']} connections failed")
-    if reconnect["still_down"]:
-        problems.append(f"{reconnect['still_down']} clients not connected at the end")
-    problems.extend(reasons)
+    connect = agg.requests.get("connect")
+    problems = _problems(coord, total, summary_block, reconnect, reasons)
     report: dict[str, Any] = {
         "tool": "hubbub-loadtest",
         "command": command,
@@ -150,12 +88,15 @@ def build_report(
         "config": dataclasses.asdict(config),
         "duration_s": round(duration, 3),
         "summary": summary_block,
-        "latency": latency,
+        "latency": summary(agg.latency()),
         "latency_excludes_first_s": config.warmup,
         "latency_groups": {
             g: summary(h) for g, h in sorted(agg.groups.items()) if agg.group_received[g]
         },
-        "requests": requests,
+        "requests": {
+            name: {"count": r.count, "failures": r.failures, **_timing(summary(r.hist))}
+            for name, r in sorted(agg.requests.items())
+        },
         "connect": _timing(summary(connect.hist)) if connect else {},
         "correctness": correctness,
         "reconnect": reconnect,
@@ -175,6 +116,94 @@ def build_report(
         ]
         report["passed"] = all(r.passed for r in checks)
     return report
+
+
+def _correctness(coord: Coordinator) -> tuple[dict[str, Any], Tally]:
+    """The workers' tallies summed per group and in total, beside the publishers' ledger."""
+    tallies: dict[str, Tally] = {}
+    for final in coord.finals:
+        for group, data in final.get("tallies", {}).items():
+            tallies.setdefault(group, Tally()).add(Tally.from_wire(data))
+    total = Tally()
+    for tally in tallies.values():
+        total.add(tally)
+    streams = [StreamInfo.from_wire(v) for v in coord.streams.values()]
+    sent = sum(s.sent for s in streams)
+    correctness = {
+        "total": total.to_wire(),
+        "groups": {g: t.to_wire() for g, t in sorted(tallies.items())},
+        "publications_sent": sent,
+        "streams": len(streams),
+        "consistent": total.delivered + total.lost == total.expected,
+    }
+    return correctness, total
+
+
+def _summary(coord: Coordinator, sent: int, duration: float) -> dict[str, Any]:
+    """Users, connections, publications and receptions, errors and disconnects."""
+    agg = coord.aggregate
+    counts = agg.counts
+    received = sum(agg.group_received.values())
+    return {
+        "users_target": coord.config.users,
+        "users_peak": agg.peak_users,
+        "connected_peak": agg.peak_connected,
+        "connect_failures": counts.get("connect_failures", 0),
+        "publications_written": counts.get("written", 0),
+        "publications_sent": sent,
+        "publish_failures": agg.requests["publish"].failures if "publish" in agg.requests else 0,
+        "received": received,
+        "msgs_out_per_s": round(counts.get("written", 0) / duration, 1) if duration else 0.0,
+        "msgs_in_per_s": round(received / duration, 1) if duration else 0.0,
+        "errors": sum(agg.errors.values()),
+        "disconnects": sum(agg.disconnects.values()),
+        "duplicates_seen": counts.get("duplicates", 0),
+        "unstamped": counts.get("unstamped", 0),
+        "foreign": counts.get("foreign", 0),
+    }
+
+
+def _reconnect(coord: Coordinator) -> dict[str, Any]:
+    """Reconnects, how long until every client was back, recovery from history."""
+    agg = coord.aggregate
+    counts = agg.counts
+    downs = [f["first_down"] for f in coord.finals if f.get("first_down") is not None]
+    backs = [f["last_back"] for f in coord.finals if f.get("last_back") is not None]
+    return {
+        "reconnected": agg.requests["reconnect"].count if "reconnect" in agg.requests else 0,
+        "still_down": sum(int(f.get("still_down", 0)) for f in coord.finals),
+        "all_back_s": round(max(backs) - min(downs), 3) if downs and backs else None,
+        "recovered": counts.get("recovered", 0),
+        "recovery_failed": counts.get("recovery_failed", 0),
+        "lagged": counts.get("lagged", 0),
+    }
+
+
+def _problems(
+    coord: Coordinator,
+    total: Tally,
+    summary_block: dict[str, Any],
+    reconnect: dict[str, Any],
+    reasons: list[str],
+) -> list[str]:
+    """What makes the run not clean."""
+    problems = list(coord.problems)
+    if total.lost:
+        problems.append(f"{total.lost} messages lost")
+    if total.duplicates:
+        problems.append(f"{total.duplicates} duplicate deliveries")
+    if total.reordered:
+        problems.append(f"{total.reordered} deliveries out of order")
+    if summary_block["errors"]:
+        problems.append(f"{summary_block['errors']} errors")
+    if summary_block["disconnects"]:
+        problems.append(f"{summary_block['disconnects']} disconnects")
+    if summary_block["connect_failures"]:
+        problems.append(f"{summary_block['connect_failures']} connections failed")
+    if reconnect["still_down"]:
+        problems.append(f"{reconnect['still_down']} clients not connected at the end")
+    problems.extend(reasons)
+    return problems
 
 
 def _timing(stats: dict[str, float]) -> dict[str, float]:

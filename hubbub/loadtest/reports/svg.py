@@ -43,6 +43,27 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The plot area of one chart and its scales: data to pixel coordinates."""
+
+    left: int
+    top: int
+    plot_w: int
+    plot_h: int
+    x_min: float
+    x_max: float
+    x_span: float
+    y_top: float
+    y_step: float
+
+    def px(self, x: float) -> float:
+        return self.left + (x - self.x_min) / self.x_span * self.plot_w
+
+    def py(self, y: float) -> float:
+        return self.top + self.plot_h - y / self.y_top * self.plot_h
+
+
 def line_chart(
     title: str,
     series: list[Series],
@@ -54,7 +75,6 @@ def line_chart(
 ) -> str:
     """One chart as an ``<svg>`` element."""
     left, right, top, bottom = 64, 16, 30, 34
-    plot_w, plot_h = width - left - right, height - top - bottom
     xs = [x for s in series for x, y in s.points]
     ys = [y for s in series for _, y in s.points if y is not None]
     x_max = max(xs) if xs else 1.0
@@ -62,60 +82,84 @@ def line_chart(
     y_max = max(ys) if ys else 1.0
     y_max = y_max * 1.08 if y_max > 0 else 1.0
     y_step = nice_step(y_max)
-    y_top = math.ceil(y_max / y_step) * y_step
-    x_span = (x_max - x_min) or 1.0
-
-    def px(x: float) -> float:
-        return left + (x - x_min) / x_span * plot_w
-
-    def py(y: float) -> float:
-        return top + plot_h - y / y_top * plot_h
-
+    frame = _Frame(
+        left,
+        top,
+        width - left - right,
+        height - top - bottom,
+        x_min,
+        x_max,
+        (x_max - x_min) or 1.0,
+        math.ceil(y_max / y_step) * y_step,
+        y_step,
+    )
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
         f'<text x="{left}" y="18" class="t">{escape(title)}</text>',
+        *_axes(frame, y_label),
+        *_events(frame, events),
+        *_lines(frame, series),
+        "</svg>",
     ]
+    return "".join(out)
+
+
+def _axes(f: _Frame, y_label: str) -> list[str]:
+    """Grid lines and labels of both axes, the plot's frame, the y axis title."""
+    out = []
     tick = 0.0
-    while tick <= y_top + 1e-9:
-        y = py(tick)
+    while tick <= f.y_top + 1e-9:
+        y = f.py(tick)
         out.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" class="yl">{_fmt(tick)}</text>'
+            f'<line x1="{f.left}" x2="{f.left + f.plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>'
+            f'<text x="{f.left - 6}" y="{y + 4:.1f}" class="yl">{_fmt(tick)}</text>'
         )
-        tick += y_step
-    x_step = nice_step(x_span, 8)
-    tick = math.ceil(x_min / x_step) * x_step
-    while tick <= x_max + 1e-9:
-        x = px(tick)
+        tick += f.y_step
+    x_step = nice_step(f.x_span, 8)
+    tick = math.ceil(f.x_min / x_step) * x_step
+    bottom = f.top + f.plot_h
+    while tick <= f.x_max + 1e-9:
+        x = f.px(tick)
         out.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + plot_h}" '
-            f'y2="{top + plot_h + 4}" class="a"/>'
-            f'<text x="{x:.1f}" y="{top + plot_h + 16}" class="xl">{_fmt(tick)}s</text>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 4}" class="a"/>'
+            f'<text x="{x:.1f}" y="{bottom + 16}" class="xl">{_fmt(tick)}s</text>'
         )
         tick += x_step
-    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="f"/>')
+    out.append(f'<rect x="{f.left}" y="{f.top}" width="{f.plot_w}" height="{f.plot_h}" class="f"/>')
     if y_label:
         out.append(
-            f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" class="yt">'
+            f'<text transform="translate(14 {f.top + f.plot_h / 2}) rotate(-90)" class="yt">'
             f"{escape(y_label)}</text>"
         )
+    return out
+
+
+def _events(f: _Frame, events: list[tuple[float, str]]) -> list[str]:
+    """A vertical marker per event (spawned, disruption, stop)."""
+    out = []
     for t, label in events:
-        x = px(t)
+        x = f.px(t)
         out.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" class="e">'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{f.top}" y2="{f.top + f.plot_h}" class="e">'
             f"<title>{escape(label)} at {t:g}s</title></line>"
-            f'<text x="{x + 3:.1f}" y="{top + 10}" class="el">{escape(label[:24])}</text>'
+            f'<text x="{x + 3:.1f}" y="{f.top + 10}" class="el">{escape(label[:24])}</text>'
         )
-    legend_x = left + plot_w
+    return out
+
+
+def _lines(f: _Frame, series: list[Series]) -> list[str]:
+    """Each series as polylines (a dot for a lone point), with its legend entry."""
+    out = []
+    legend_x = f.left + f.plot_w
     for i, s in enumerate(series):
         color = s.color or PALETTE[i % len(PALETTE)]
         for run in _runs(s.points):
             if len(run) == 1:
                 x, y = run[0]
-                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2" fill="{color}"/>')
+                out.append(f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="2" fill="{color}"/>')
                 continue
-            coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in run)
+            coords = " ".join(f"{f.px(x):.1f},{f.py(y):.1f}" for x, y in run)
             out.append(
                 f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.6">'
                 f"<title>{escape(s.name)}</title></polyline>"
@@ -125,8 +169,7 @@ def line_chart(
             f'<rect x="{legend_x}" y="8" width="12" height="4" fill="{color}"/>'
             f'<text x="{legend_x + 16}" y="14" class="lg">{escape(s.name)}</text>'
         )
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def _runs(points: list[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
