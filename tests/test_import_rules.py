@@ -41,7 +41,7 @@ RULES: dict[str, Rule] = {
     # Sans-I/O: no event loop, no sockets, no clock-driven I/O libraries.
     "hubbub.protocol": Rule(
         ours=("hubbub.protocol",),
-        third_party=frozenset({"msgpack"}),
+        third_party=frozenset({"msgpack", "orjson"}),
         banned_stdlib=frozenset({"asyncio", "socket", "selectors", "ssl", "socketserver"}),
     ),
     # "redis (with hiredis)": hiredis packs commands in C for the Redis engine.

@@ -15,6 +15,8 @@ from hubbub.protocol.codec import (
     MAX_DEPTH,
     SUBPROTOCOLS,
     Encoding,
+    _decode_json_stdlib,
+    _encode_json_stdlib,
     decode,
     decode_json,
     decode_msgpack,
@@ -341,3 +343,57 @@ def test_deep_maps_in_json_are_counted_too() -> None:
     with pytest.raises(ProtocolViolation):
         decode_json(payload)
     assert decode_json('{"a":' * MAX_DEPTH + "1" + "}" * MAX_DEPTH)
+
+
+# -- orjson is a fast path: the stdlib's verdict and value stand -------------------
+
+
+def _verdict(decoder: Any, payload: bytes | str) -> Any:
+    try:
+        return ("ok", decoder(payload))
+    except ProtocolViolation as exc:
+        return ("violation", exc.code)
+
+
+@FAST
+@given(
+    body=st.dictionaries(_wild_text, _wild, max_size=4) | messages,
+    ascii_only=st.booleans(),
+)
+def test_fast_json_decode_agrees_with_the_stdlib(body: dict[str, Any], ascii_only: bool) -> None:
+    text = json.dumps(body, ensure_ascii=ascii_only, default=repr)
+    payload = text.encode("utf-8", "surrogatepass")
+    fast, slow = _verdict(decode_json, payload), _verdict(_decode_json_stdlib, payload)
+    assert fast[0] == slow[0]
+    if fast[0] == "ok":
+        assert_same(fast[1], slow[1])
+
+
+@FAST
+@given(data=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_fast_json_decode_agrees_on_random_bytes(data: bytes) -> None:
+    assert _verdict(decode_json, data)[0] == _verdict(_decode_json_stdlib, data)[0]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"a":18446744073709551616}',  # past uint64: orjson would make it a float
+        b'{"a":-9223372036854775809}',
+        b'{"a":1e400}',  # the stdlib reads infinity; orjson refuses
+        b'{"a":"\\ud800"}',  # a lone surrogate
+        b'{"\\u0024b64":"aGk="}',  # $b64 spelled with escapes
+        b'{"a":{"$b64":"aGk="}}',
+        b"[" * 50 + b"{}" + b"]" * 50,
+    ],
+)
+def test_fast_json_decode_corners_take_the_stdlib_path(payload: bytes) -> None:
+    assert _verdict(decode_json, payload) == _verdict(_decode_json_stdlib, payload)
+
+
+@FAST
+@given(message=messages)
+def test_fast_json_encode_means_what_the_stdlib_wrote(message: dict[str, Any]) -> None:
+    """orjson and the stdlib may spell a float differently (1e-07 / 1e-7); the
+    value a client reads back is the same."""
+    assert_same(json.loads(encode_json(message)), json.loads(_encode_json_stdlib(message)))
