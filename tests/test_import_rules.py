@@ -306,7 +306,7 @@ def test_checker_reports_forbidden_import(module: str, source: str, expected: st
         (
             "hubbub.protocol.codec",
             "from __future__ import annotations\nimport json, struct\n"
-            "import msgpack\nfrom hubbub.protocol.errors import ProtocolViolation\n"
+            "import msgpack\nfrom hubbub.protocol.exceptions import ProtocolViolation\n"
             "from . import codes\n"
             "from .codes import ErrorCode\n",
         ),

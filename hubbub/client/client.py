@@ -28,7 +28,7 @@ from hubbub.client.subscription import ChannelEvent, Publication, Subscription
 from hubbub.client.transport import DEFAULT_MAX_FRAME, Transport, TransportClosed, open_transport
 from hubbub.protocol.codec import Encoding
 from hubbub.protocol.codes import RECONNECT, DisconnectCode, ErrorCode
-from hubbub.protocol.errors import ProtocolViolation
+from hubbub.protocol.exceptions import ProtocolViolation
 from hubbub.protocol.messages import MAX_ID, StreamPosition
 
 log = logging.getLogger("hubbub.client")

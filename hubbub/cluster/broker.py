@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.errors import CommandError, PositionGone
+from hubbub.protocol.exceptions import CommandError, PositionGone
 from hubbub.protocol.messages import StreamPosition
 
 

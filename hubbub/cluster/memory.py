@@ -29,7 +29,7 @@ from hubbub.cluster.broker import (
     HistoryResult,
     Publication,
 )
-from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 
 log = logging.getLogger(__name__)

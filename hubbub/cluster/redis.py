@@ -45,7 +45,7 @@ from hubbub.cluster.redis_presence import Presence
 from hubbub.cluster.redis_scripts import HISTORY, PUBLISH
 from hubbub.cluster.redis_shard import Shard
 from hubbub.cluster.sharding import shard_of
-from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 
 

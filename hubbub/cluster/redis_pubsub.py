@@ -37,7 +37,7 @@ from hubbub.cluster.redis_conn import (
     pack,
 )
 from hubbub.cluster.redis_layout import JOIN, LEAVE, Keys, decode, member_of, publication
-from hubbub.protocol.errors import ProtocolViolation
+from hubbub.protocol.exceptions import ProtocolViolation
 
 #: Channels per SUBSCRIBE command when re-subscribing after a reconnect.
 RESUBSCRIBE_BATCH = 500

@@ -33,7 +33,7 @@ import msgpack
 from hubbub.loadtest.accounting.receiver import Receiver
 from hubbub.loadtest.accounting.stats import WorkerStats
 from hubbub.protocol.codec import Encoding, encode_msgpack
-from hubbub.protocol.errors import ProtocolViolation
+from hubbub.protocol.exceptions import ProtocolViolation
 from hubbub.protocol.frames import FrameDecoder, encode_frame
 from hubbub.protocol.wsclient import (
     OP_BINARY,

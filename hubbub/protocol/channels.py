@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.errors import CommandError
+from hubbub.protocol.exceptions import CommandError
 
 MAX_CHANNEL_LENGTH = 255
 DEFAULT_NAMESPACE = "default"

@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from hubbub.protocol.errors import ProtocolViolation
+from hubbub.protocol.exceptions import ProtocolViolation
 
 
 class Encoding(Enum):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-from hubbub.protocol.errors import FrameTooLarge, ProtocolViolation
+from hubbub.protocol.exceptions import FrameTooLarge, ProtocolViolation
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size

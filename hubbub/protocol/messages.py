@@ -14,7 +14,7 @@ from typing import Any
 
 from hubbub.protocol.channels import validate_channel
 from hubbub.protocol.codes import REASONS, RECONNECT, DisconnectCode, ErrorCode
-from hubbub.protocol.errors import CommandError
+from hubbub.protocol.exceptions import CommandError
 
 MAX_ID = 2**53
 

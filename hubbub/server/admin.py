@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from hubbub.protocol.channels import is_valid_channel
 from hubbub.protocol.codec import decode_json
-from hubbub.protocol.errors import CommandError, ProtocolViolation
+from hubbub.protocol.exceptions import CommandError, ProtocolViolation
 from hubbub.server import log
 
 if TYPE_CHECKING:
@@ -154,9 +154,12 @@ async def _api_publish(node: Node, request: h11.Request, body: bytes) -> Respons
         return _json(400, {"error": "body needs a valid channel and data"})
     assert isinstance(channel, str)
     try:
-        node.check_publication(channel, node.namespace(channel), message["data"], client=False)
+        settings = node.settings
+        node.limits.check_publication(
+            channel, settings.namespace(channel), message["data"], client=False, now=node.clock()
+        )
         position = await node.broker.publish(
-            channel, message["data"], options=node.channel_options(channel)
+            channel, message["data"], options=settings.channel_options(channel)
         )
     except CommandError as exc:
         return _json(int(exc.code), {"error": exc.message})

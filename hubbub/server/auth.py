@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 import jwt
 
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.errors import CommandError
+from hubbub.protocol.exceptions import CommandError
 from hubbub.server.config import AuthConfig
 
 

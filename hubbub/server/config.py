@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hubbub.protocol.channels import DEFAULT_NAMESPACE
-
-
-class ConfigError(Exception):
-    """A configuration value or key that cannot be used; the node refuses to start."""
+from hubbub.server.exceptions import ConfigError
 
 
 @dataclass(frozen=True)

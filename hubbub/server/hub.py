@@ -6,8 +6,9 @@ its last (refcounted; broker calls of one channel are serialised by a lock, so
 a subscribe racing an unsubscribe is safe).
 
 Fan-out (DESIGN.md "The hot path"): subscribers are grouped by wire format;
-each group gets the publication encoded once and the same bytes object; the
-loop neither awaits nor allocates per subscriber. A subscriber that is still
+each group gets the publication encoded once and the same bytes object, handed
+to each subscriber's outbox (``server.outbox``); the loop neither awaits nor
+allocates per subscriber. A subscriber that is still
 recovering (its subscribe awaits the broker) is *buffering*: publications are
 kept for it and handed over, de-duplicated by offset, when it activates.
 """
@@ -15,7 +16,7 @@ kept for it and handed over, de-duplicated by offset, when it activates.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hubbub.cluster.broker import Broker, ClientInfo, Publication
 from hubbub.protocol.messages import push_join, push_lag, push_leave, push_pub
@@ -25,6 +26,7 @@ from hubbub.server.wire import Encoded
 
 if TYPE_CHECKING:
     from hubbub.server.connection import Connection
+    from hubbub.server.outbox import Outbox
 
 
 class _Channel:
@@ -32,8 +34,9 @@ class _Channel:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # One dict per wire format (server.wire.Format): insertion-ordered sets.
-        self.groups: tuple[dict[Connection, None], ...] = ({}, {}, {})
+        # One dict per wire format (server.wire.Format): subscriber -> its outbox,
+        # insertion-ordered.
+        self.groups: tuple[dict[Connection, Outbox], ...] = ({}, {}, {})
         self.buffering: dict[Connection, list[Publication]] = {}
         self.refs = 0  # local subscribers, active or buffering or on their way
         self.subscribed = False  # the broker confirmed the node's subscription
@@ -77,11 +80,12 @@ class Hub:
         while it was buffering, skipping offsets up to ``after_offset``."""
         ch = self.channels[name]
         kept = ch.buffering.pop(conn, None)
-        ch.groups[conn.fmt][conn] = None
+        box = conn.outbox
+        ch.groups[box.fmt][conn] = box
         if kept:
             for pub in kept:
                 if after_offset is None or pub.offset is None or pub.offset > after_offset:
-                    conn.deliver(Encoded(_pub_message(pub)).get(conn.fmt), name)
+                    box.deliver(Encoded(pub_message(pub)).get(box.fmt), name)
 
     def release(self, conn: Connection, name: str) -> None:
         """Remove ``conn`` from ``name``; on the last subscriber the node
@@ -89,7 +93,7 @@ class Hub:
         ch = self.channels.get(name)
         if ch is None:
             return
-        ch.groups[conn.fmt].pop(conn, None)
+        ch.groups[conn.outbox.fmt].pop(conn, None)
         ch.buffering.pop(conn, None)
         self._release_ref(ch)
 
@@ -127,10 +131,10 @@ class Hub:
         for fmt, group in enumerate(ch.groups):
             if group:
                 if encoded is None:
-                    encoded = Encoded(_pub_message(pub))
+                    encoded = Encoded(pub_message(pub))
                 data = encoded.get(fmt)
-                for conn in group:
-                    conn.deliver(data, name)
+                for box in group.values():
+                    box.deliver(data, name)
                 delivered += len(group)
         if ch.buffering:
             for kept in ch.buffering.values():
@@ -151,9 +155,9 @@ class Hub:
         for fmt, group in enumerate(ch.groups):
             if group:
                 data = encoded.get(fmt)
-                for conn in group:
+                for conn, box in group.items():
                     if conn.client_id != info.client:
-                        conn.write(data)
+                        box.write(data)
 
     def on_gap(self, channel: str) -> None:
         """The broker may have lost publications: every subscriber gets ``lag``
@@ -165,8 +169,8 @@ class Hub:
         for fmt, group in enumerate(ch.groups):
             if group:
                 data = encoded.get(fmt)
-                for conn in group:
-                    conn.write(data)
+                for box in group.values():
+                    box.write(data)
 
     # -- introspection ---------------------------------------------------
 
@@ -175,7 +179,9 @@ class Hub:
         return 0 if ch is None else sum(len(g) for g in ch.groups)
 
 
-def _pub_message(pub: Publication) -> dict[str, object]:
+def pub_message(pub: Publication) -> dict[str, Any]:
+    """The ``pub`` push of one publication (PROTOCOL.md §3), for fan-out,
+    recovery and history alike."""
     return push_pub(
         pub.channel, pub.data, pub.offset, pub.sender.sender() if pub.sender else None, pub.epoch
     )

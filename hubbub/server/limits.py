@@ -1,5 +1,12 @@
-"""Limits that are not per connection, and how every limit hit is reported.
+"""Every limit check of the node and how every limit hit is reported (docs/limits.md).
 
+- :class:`Limits`: the checks a command or a publication passes — the
+  command rate and its abuse rule (PROTOCOL.md §5: 429, 3006),
+  ``max_subscriptions`` (403), ``max_publication`` (413) and ``publish_rate``
+  (429) — and :meth:`Limits.hit`, through which every limit reports, including
+  those detected elsewhere: ``max_frame`` by the parsers (``tcp``, ``ws``),
+  ``origin`` by the WebSocket handshake, the timers (``connection``), the
+  connection limits (``admission``) and ``outbound_buffer`` (``outbox``).
 - :class:`LimitReporter`: every hit is one increment of
   ``hubbub_limited_total{what=...}`` (pre-bound children) and is logged in
   aggregate: at most one ``limits`` line per kind per :data:`REPORT_EVERY`
@@ -8,23 +15,86 @@
   ``publish_rate`` (per node; docs/limits.md).
 - :func:`publication_size`: how ``max_publication`` measures ``data``.
 
-Time is passed in, as in :mod:`server.ratelimit`.
+The token buckets themselves are pure logic in :mod:`server.ratelimit`; time
+is passed in, as there.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 from hubbub.protocol.codec import encode_msgpack
+from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.exceptions import CommandError
 from hubbub.server import log
-from hubbub.server.ratelimit import TokenBucket, bucket_burst
+from hubbub.server.config import NamespaceConfig
+from hubbub.server.ratelimit import ABUSE, ADMIT, CommandLimiter, TokenBucket, bucket_burst
+from hubbub.server.settings import Settings
 
 #: Seconds between two ``limits`` log lines of one kind.
 REPORT_EVERY = 10.0
 #: ``after`` of a 3007 (connection limit): uniform in this range, in ms, so
 #: refused clients do not all come back at once.
 CONNECTION_LIMIT_AFTER_MS = (1000, 5000)
+
+
+class Limits:
+    """The node's limit checks and their report; one per node, shared."""
+
+    __slots__ = ("channel_rates", "reporter", "settings")
+
+    def __init__(self, counter: Any, settings: Settings) -> None:
+        self.settings = settings
+        self.reporter = LimitReporter(counter)
+        self.channel_rates = ChannelRates()
+
+    def hit(self, what: str) -> None:
+        """One hit of limit ``what``: the metric now, the aggregated log line later."""
+        self.reporter.hit(what)
+
+    def sweep(self, now: float) -> None:
+        """Log the hits due (:meth:`LimitReporter.report`), forget full buckets
+        (called by the node's sweeper)."""
+        self.reporter.report(now)
+        self.channel_rates.prune(now)
+
+    def command(self, limiter: CommandLimiter, now: float) -> int:
+        """One command against the connection's bucket: :data:`ADMIT`,
+        :data:`ABUSE` (disconnect 3006), or ``retry_after`` in ms (refuse 429)."""
+        verdict = limiter.check(now)
+        if verdict != ADMIT:
+            self.hit("rate_abuse" if verdict == ABUSE else "rate")
+        return verdict
+
+    def check_subscriptions(self, count: int) -> None:
+        """Room for one more subscription on a connection holding ``count``."""
+        if count >= self.settings.limits.max_subscriptions:
+            self.hit("max_subscriptions")
+            raise CommandError(ErrorCode.FORBIDDEN, "max_subscriptions reached")
+
+    def check_publication(
+        self, channel: str, ns: NamespaceConfig, data: Any, *, client: bool, now: float
+    ) -> None:
+        """A namespace's limits on one publication: ``max_publication`` (413) for
+        everyone, ``publish_rate`` (429 with ``retry_after``) for clients."""
+        if ns.max_publication and publication_size(data) > ns.max_publication:
+            self.hit("max_publication")
+            raise CommandError(
+                ErrorCode.TOO_LARGE,
+                "publication too large",
+                extra={"max_publication": ns.max_publication},
+            )
+        if client and ns.publish_rate:
+            wait = self.channel_rates.take(channel, ns.publish_rate, now)
+            if wait:
+                self.hit("publish_rate")
+                raise CommandError(
+                    ErrorCode.RATE_LIMITED,
+                    "channel publish rate limited",
+                    extra={"retry_after": max(1, math.ceil(wait * 1000))},
+                )
 
 
 class LimitReporter:

@@ -1,20 +1,22 @@
-"""The node: listeners, connections, the flush scheduler, timers and draining.
+"""The node: its parts wired together, its listeners, and its lifecycle.
+
+The node builds its parts — settings, limits, admission, outboxes, hub,
+commands — and passes each the collaborators it needs (DESIGN.md: never
+reached through the node). What is left here is the node's own life, a state
+table (``server.lifecycle``): start → run → drain → stop, the registry of
+connections, the sweeper that runs their timers, and SIGHUP reloads.
 
 Shutdown is a straight line (after hypercorn, DESIGN.md "Draining"): close the
 client listeners (the admin one stays up until the end) → ``/readyz`` 503 →
 ``disconnect`` 3001 to every client with an ``after`` spread over the drain
 window → let buffers flush → at ``drain_timeout`` abort the rest → close the
 broker. A second signal aborts at once.
-
-Connection limits, the per-channel publish buckets, limit reporting and
-SIGHUP reloads are also the node's (docs/limits.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import random
 import secrets
 import ssl
@@ -22,22 +24,21 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from hubbub.cluster.broker import Broker, ChannelOptions
-from hubbub.protocol.channels import namespace_of
-from hubbub.protocol.codes import DisconnectCode, ErrorCode
-from hubbub.protocol.errors import CommandError
+from hubbub.cluster.broker import Broker
+from hubbub.protocol.codes import DisconnectCode
 from hubbub.server import log, reload, tls
+from hubbub.server.admission import Admission
 from hubbub.server.auth import Authenticator
-from hubbub.server.config import Config, ConfigError, NamespaceConfig, parse_address
-from hubbub.server.connection import Connection
+from hubbub.server.commands import Commands
+from hubbub.server.config import Config, parse_address
+from hubbub.server.connection import Connection, Goodbye, Services
+from hubbub.server.exceptions import ConfigError
 from hubbub.server.hub import Hub
-from hubbub.server.limits import (
-    ChannelRates,
-    LimitReporter,
-    connection_limit_after,
-    publication_size,
-)
+from hubbub.server.lifecycle import Lifecycle, NodeState
+from hubbub.server.limits import Limits
 from hubbub.server.metrics import Metrics, Stats
+from hubbub.server.outbox import Outboxes
+from hubbub.server.settings import Settings
 from hubbub.server.wire import Format
 
 #: Listeners closed at the start of a drain; the admin listener stays up so
@@ -49,79 +50,82 @@ class Node:
     """One hubbub process: everything a client reaches."""
 
     def __init__(self, config: Config, broker: Broker) -> None:
-        self.config = config
         self.broker = broker
         self.node_id = config.server.node_id or secrets.token_hex(4)
+        self.settings = Settings(config)
+        self.lifecycle = Lifecycle()
         self.stats = Stats()
         self.hub = Hub(broker, self.stats)
         self.metrics = Metrics(self.stats, self._gauges)
-        self.authenticator = Authenticator(config.auth)
+        self.limits = Limits(self.metrics.limited, self.settings)
+        self.admission = Admission(self.settings, self.limits, self.lifecycle)
+        self._loop = asyncio.get_running_loop()
+        self.clock = self._loop.time
+        self.outboxes = Outboxes(self.settings, self.limits, self.stats, self._loop)
+        self.commands = Commands(
+            settings=self.settings,
+            hub=self.hub,
+            broker=broker,
+            limits=self.limits,
+            metrics=self.metrics,
+            authenticator=Authenticator(config.auth),
+            lifecycle=self.lifecycle,
+            spawn=self.spawn,
+            node_id=self.node_id,
+            clock=self.clock,
+        )
+        self.services = Services(
+            settings=self.settings,
+            outboxes=self.outboxes,
+            limits=self.limits,
+            metrics=self.metrics,
+            stats=self.stats,
+            admission=self.admission,
+            commands=self.commands,
+            clock=self.clock,
+            accept=self.accept,
+            forget=self.forget,
+        )
         self.connections: dict[Connection, None] = {}
-        self.lagging: set[Connection] = set()
-        self.draining = False
         self.started_at = time.time()
         self.addresses: dict[str, tuple[str, int]] = {}
-        self.limits = LimitReporter(self.metrics.limited)
-        self.channel_rates = ChannelRates()
-        self.counted = 0  # connections counted against max_connections
-        self.per_ip: dict[str, int] = {}  # counted connections by peer address
         self.tls: ssl.SSLContext | None = None
         self._servers: dict[str, asyncio.Server] = {}
-        self._policies: dict[str, str] = {}
-        self._stopping = False
-        self._dirty: list[Connection] = []
-        self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._roots: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._options: dict[str, ChannelOptions] = {}
         self._stopped = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self.clock = self._loop.time
+
+    @property
+    def config(self) -> Config:
+        """The running configuration (``Settings.config``; a reload replaces it)."""
+        return self.settings.config
+
+    @property
+    def draining(self) -> bool:
+        """From the first signal on (``server.lifecycle``)."""
+        return self.lifecycle.draining
+
+    @property
+    def ready(self) -> bool:
+        return not self.lifecycle.draining and self.broker.healthy
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
         """Start the broker and bind every listener; raises OSError on a busy port
         and ConfigError when the TLS files cannot be loaded."""
-        from hubbub.server.admin import serve_admin
-        from hubbub.server.tcp import serve_tcp
-        from hubbub.server.ws import serve_ws
-
         s = self.config.server
         if s.tls_cert:
             self.tls = tls.server_context(s.tls_cert, s.tls_key)
         await self.broker.start(self.hub)
-        handlers = {"tcp": serve_tcp, "ws": serve_ws, "admin": serve_admin}
         try:
-            for name in ("tcp", "ws", "admin"):
-                address = parse_address(getattr(s, name), f"[server] {name}")
-                if address is None:
-                    continue
-                handler = handlers[name]
-
-                async def on_client(reader: Any, writer: Any, _h: Any = handler) -> None:
-                    await _h(self, reader, writer)
-
-                secure = self.tls if name in CLIENT_LISTENERS else None
-                server = await asyncio.start_server(
-                    on_client,
-                    address[0],
-                    address[1],
-                    limit=2**16,
-                    backlog=4096,
-                    ssl=secure,
-                    ssl_handshake_timeout=(
-                        self.config.limits.handshake_timeout if secure else None
-                    ),
-                )
-                self._servers[name] = server
-                sock = server.sockets[0].getsockname()
-                self.addresses[name] = (sock[0], sock[1])
+            await self._listen()
         except OSError:
             await self._close_servers()
             await self.broker.close()
             raise
+        self.lifecycle.to(NodeState.RUNNING)
         self.broker.describe_node(self.describe)
         self._sweeper = self._loop.create_task(self._sweep())
         log.info(
@@ -131,6 +135,43 @@ class Node:
             tls="on" if self.tls else "off",
             **{k: f"{h}:{p}" for k, (h, p) in self.addresses.items()},
         )
+
+    async def _listen(self) -> None:
+        """Bind the configured listeners: TCP and WebSocket (over TLS when set), admin."""
+        from hubbub.server.admin import serve_admin
+        from hubbub.server.tcp import serve_tcp
+        from hubbub.server.ws import serve_ws
+
+        s = self.config.server
+        services = self.services
+
+        async def tcp(reader: Any, writer: Any) -> None:
+            await serve_tcp(services, reader, writer)
+
+        async def ws(reader: Any, writer: Any) -> None:
+            await serve_ws(services, reader, writer)
+
+        async def admin(reader: Any, writer: Any) -> None:
+            await serve_admin(self, reader, writer)
+
+        handlers = {"tcp": tcp, "ws": ws, "admin": admin}
+        for name in ("tcp", "ws", "admin"):
+            address = parse_address(getattr(s, name), f"[server] {name}")
+            if address is None:
+                continue
+            secure = self.tls if name in CLIENT_LISTENERS else None
+            server = await asyncio.start_server(
+                handlers[name],
+                address[0],
+                address[1],
+                limit=2**16,
+                backlog=4096,
+                ssl=secure,
+                ssl_handshake_timeout=(self.config.limits.handshake_timeout if secure else None),
+            )
+            self._servers[name] = server
+            sock = server.sockets[0].getsockname()
+            self.addresses[name] = (sock[0], sock[1])
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -143,9 +184,9 @@ class Node:
 
     async def drain(self) -> None:
         """Drain on SIGTERM/SIGINT (PROTOCOL.md §7), then stop. Idempotent."""
-        if self.draining:
+        if self.lifecycle.draining:
             return
-        self.draining = True
+        self.lifecycle.to(NodeState.DRAINING)
         await self._close_servers(CLIENT_LISTENERS)
         window = self.config.limits.drain_timeout
         log.info("draining", clients=len(self.connections), drain_timeout=window)
@@ -154,7 +195,7 @@ class Node:
         # so they are queued ahead of the disconnect push.
         await self.broker.settle(timeout=min(1.0, window))
         for conn in list(self.connections):
-            conn.flush()
+            conn.outbox.flush()
             conn.disconnect(
                 DisconnectCode.DRAINING,
                 after=int(random.uniform(0, window) * 1000),
@@ -173,10 +214,9 @@ class Node:
     async def stop(self) -> None:
         """Close every connection — flushed ones cleanly, the rest aborted —
         close the broker, and stop. Idempotent."""
-        if self._stopping:
+        if self.lifecycle.state in (NodeState.STOPPING, NodeState.STOPPED):
             return
-        self._stopping = True
-        self.draining = True
+        self.lifecycle.to(NodeState.STOPPING)
         await self._close_servers()
         for conn in list(self.connections):
             transport = conn.transport
@@ -193,72 +233,25 @@ class Node:
             await self.broker.close()
         finally:
             log.info("stopped", node=self.node_id)
+            self.lifecycle.to(NodeState.STOPPED)
             self._stopped.set()
 
     # -- connections -----------------------------------------------------------
 
-    def accept(self, transport: asyncio.Transport, kind: str, fmt: Format) -> Connection:
-        """Register a new connection. It counts against ``max_connections`` and
-        ``max_connections_per_ip`` when both have room (``conn.counted``); else
-        its transport refuses it with :meth:`refuse` (TCP at once, WebSocket
-        right after the handshake, so browsers see the close code). So is one
-        that slipped in while the listeners were closing for a drain."""
-        peer = transport.get_extra_info("peername")
-        ip = peer[0] if peer else ""
-        conn = Connection(self, transport, kind, fmt, ip)
+    def accept(
+        self, transport: asyncio.Transport, kind: str, fmt: Format, goodbye: Goodbye
+    ) -> tuple[Connection, bool]:
+        """Register a connection on a new transport, and whether admission let it
+        in (``server.admission``); its transport refuses one that was not."""
+        conn = Connection(self.services, transport, kind, fmt, goodbye)
         self.connections[conn] = None
-        if self.draining:
-            return conn
-        lim = self.config.limits
-        if lim.max_connections and self.counted >= lim.max_connections:
-            self.limits.hit("max_connections")
-            return conn
-        per_ip = self.per_ip
-        count = per_ip.get(ip, 0)
-        if lim.max_connections_per_ip and count >= lim.max_connections_per_ip:
-            self.limits.hit("max_connections_per_ip")
-            return conn
-        per_ip[ip] = count + 1
-        self.counted += 1
-        conn.counted = True
-        return conn
-
-    def refuse(self, conn: Connection) -> None:
-        """Turn away a connection :meth:`accept` did not count: 3007 (PROTOCOL.md
-        §5) over a connection limit, 3001 while draining."""
-        if self.draining:
-            after = int(random.uniform(0, self.config.limits.drain_timeout) * 1000)
-            conn.disconnect(DisconnectCode.DRAINING, after=after, abort_after=1.0)
-            return
-        conn.disconnect(
-            DisconnectCode.CONNECTION_LIMIT, after=connection_limit_after(), abort_after=1.0
-        )
+        return conn, self.admission.admit(conn)
 
     def forget(self, conn: Connection) -> None:
         if conn not in self.connections:
             return
         del self.connections[conn]
-        if conn.counted:
-            conn.counted = False
-            self.counted -= 1
-            left = self.per_ip.get(conn.peer, 1) - 1
-            if left > 0:
-                self.per_ip[conn.peer] = left
-            else:
-                self.per_ip.pop(conn.peer, None)
-
-    def mark_dirty(self, conn: Connection) -> None:
-        """``conn`` has output: flush it at the end of this loop iteration."""
-        self._dirty.append(conn)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush()
+        self.admission.release(conn)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run background work tied to the node's lifetime; errors are logged."""
@@ -279,7 +272,7 @@ class Node:
 
     async def _sweep(self) -> None:
         while True:
-            limits = self.config.limits  # re-read: SIGHUP may have changed it
+            limits = self.settings.limits  # re-read: SIGHUP may have changed it
             period = min(
                 1.0, limits.handshake_timeout / 4, limits.ping_interval / 4, limits.ping_timeout / 4
             )
@@ -291,69 +284,12 @@ class Node:
 
     def _sweep_once(self, now: float) -> None:
         """Timers of every connection, late ``lag`` pushes, limit reports."""
-        limits = self.config.limits
         for conn in list(self.connections):
             conn.tick(now)
-        self.limits.report(now)
-        self.channel_rates.prune(now)
-        if self.lagging:
-            half = limits.outbound_buffer // 2
-            for conn in list(self.lagging):
-                if not conn.dropped or not conn.writable:
-                    self.lagging.discard(conn)
-                elif conn.transport.get_write_buffer_size() <= half:
-                    self.lagging.discard(conn)
-                    conn.send_lag()
+        self.limits.sweep(now)
+        self.outboxes.send_due_lag()
 
-    # -- configuration views ---------------------------------------------------
-
-    def namespace(self, channel: str) -> NamespaceConfig:
-        return self.config.namespace(namespace_of(channel))
-
-    def channel_options(self, channel: str) -> ChannelOptions:
-        name = namespace_of(channel)
-        opts = self._options.get(name)
-        if opts is None:
-            ns = self.config.namespace(name)
-            opts = self._options[name] = ChannelOptions(
-                history_size=ns.history_size,
-                history_ttl=ns.history_ttl,
-                presence=ns.presence,
-                join_leave=ns.join_leave,
-            )
-        return opts
-
-    def slow_consumer_policy(self, channel: str) -> str:
-        """The namespace's ``slow_consumer``, else ``[limits] slow_consumer``
-        (called only when a client's buffer overflows, never per delivery)."""
-        name = namespace_of(channel)
-        policy = self._policies.get(name)
-        if policy is None:
-            own = self.config.namespace(name).slow_consumer
-            policy = self._policies[name] = own or self.config.limits.slow_consumer
-        return policy
-
-    def check_publication(
-        self, channel: str, ns: NamespaceConfig, data: Any, *, client: bool
-    ) -> None:
-        """A namespace's limits on one publication: ``max_publication`` (413) for
-        everyone, ``publish_rate`` (429 with ``retry_after``) for clients."""
-        if ns.max_publication and publication_size(data) > ns.max_publication:
-            self.limits.hit("max_publication")
-            raise CommandError(
-                ErrorCode.TOO_LARGE,
-                "publication too large",
-                extra={"max_publication": ns.max_publication},
-            )
-        if client and ns.publish_rate:
-            wait = self.channel_rates.take(channel, ns.publish_rate, self.clock())
-            if wait:
-                self.limits.hit("publish_rate")
-                raise CommandError(
-                    ErrorCode.RATE_LIMITED,
-                    "channel publish rate limited",
-                    extra={"retry_after": max(1, math.ceil(wait * 1000))},
-                )
+    # -- reload and introspection ----------------------------------------------
 
     def reload(self, config: Config) -> reload.ReloadPlan:
         """Apply what a SIGHUP may change live (server.reload); connections stay."""
@@ -366,11 +302,9 @@ class Node:
             except ConfigError as exc:
                 log.error("reload_tls_failed", error=str(exc))
                 new = dataclasses.replace(new, server=old.server)
-        self.config = new
+        self.settings.update(new)
         if new.auth != old.auth:
-            self.authenticator = Authenticator(new.auth)
-        self._policies.clear()
-        self._options.clear()
+            self.commands.authenticator = Authenticator(new.auth)
         lim, was = new.limits, old.limits
         if (lim.messages_per_second, lim.message_burst) != (
             was.messages_per_second,
@@ -385,20 +319,6 @@ class Node:
         if plan.needs_restart:
             log.warning("reload_needs_restart", keys=",".join(plan.needs_restart))
         return plan
-
-    def public_limits(self) -> dict[str, Any]:
-        lim = self.config.limits
-        return {
-            "max_frame": lim.max_frame,
-            "messages_per_second": lim.messages_per_second,
-            "message_burst": lim.message_burst,
-            "max_subscriptions": lim.max_subscriptions,
-            "outbound_buffer": lim.outbound_buffer,
-        }
-
-    @property
-    def ready(self) -> bool:
-        return not self.draining and self.broker.healthy
 
     def describe(self) -> dict[str, Any]:
         """This node as the cluster registry shows it (``GET /api/nodes``)."""

@@ -2,18 +2,32 @@
 
 CONNECTING --connect ok--> OPEN --disconnect/drain--> CLOSING --transport gone--> CLOSED
      \\___________________________ error / EOF _______________________________/
+
+Each state says whether the connection still takes output (``State.writable``):
+``Connection.writable`` and the outbox read it from the state, never from a
+flag of their own.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
+from hubbub.server.exceptions import InvalidTransition
+
 
 class State(Enum):
-    CONNECTING = "connecting"  # transport up, no successful `connect` yet
-    OPEN = "open"  # connected: every command allowed
-    CLOSING = "closing"  # disconnect sent, flushing before the transport closes
-    CLOSED = "closed"  # transport gone; nothing more is written
+    CONNECTING = ("connecting", True)  # transport up, no successful `connect` yet
+    OPEN = ("open", True)  # connected: every command allowed
+    CLOSING = ("closing", False)  # disconnect sent, flushing before the transport closes
+    CLOSED = ("closed", False)  # transport gone; nothing more is written
+
+    writable: bool
+
+    def __new__(cls, value: str, writable: bool) -> State:
+        member = object.__new__(cls)
+        member._value_ = value
+        member.writable = writable
+        return member
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {
@@ -22,10 +36,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.CLOSING: frozenset({State.CLOSED}),
     State.CLOSED: frozenset(),
 }
-
-
-class InvalidTransition(RuntimeError):
-    """A state change the table does not allow: a bug in the server, not the peer."""
 
 
 class Session:

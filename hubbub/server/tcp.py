@@ -1,29 +1,43 @@
-"""The raw TCP transport: length-prefixed msgpack frames (PROTOCOL.md §1)."""
+"""The raw TCP transport: length-prefixed msgpack frames (PROTOCOL.md §1).
+
+Its read loop reads large chunks and decodes frames (``protocol.frames``);
+its close is the ``disconnect`` push (:func:`goodbye`) before the half-close
+every connection does (``Connection.disconnect``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import cast
 
 from hubbub.protocol.codec import decode_msgpack
-from hubbub.protocol.errors import FrameTooLarge, ProtocolViolation
+from hubbub.protocol.codes import DisconnectCode
+from hubbub.protocol.exceptions import FrameTooLarge, ProtocolViolation
 from hubbub.protocol.frames import FrameDecoder
+from hubbub.protocol.messages import push_disconnect
+from hubbub.server.connection import Services
+from hubbub.server.outbox import Outbox
 from hubbub.server.wire import Format
-
-if TYPE_CHECKING:
-    from hubbub.server.node import Node
 
 READ_CHUNK = 65536
 
 
-async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Read large chunks, decode frames, hand each message to the connection."""
-    transport = writer.transport
-    conn = node.accept(transport, "tcp", Format.TCP)  # type: ignore[arg-type]
-    if not conn.counted:
-        node.refuse(conn)  # a connection limit (3007) or a drain: before reading anything
-    decoder = FrameDecoder(node.config.limits.max_frame)
-    stats_in = node.stats.bytes_in
+def goodbye(outbox: Outbox, code: DisconnectCode, reason: str | None, after: int | None) -> None:
+    """A TCP client's last message: the ``disconnect`` push (PROTOCOL.md §3)."""
+    outbox.send(push_disconnect(code, reason, after))
+
+
+async def serve_tcp(
+    services: Services, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Read large chunks, decode frames, hand each message to the commands."""
+    transport = cast(asyncio.Transport, writer.transport)  # start_server's are Transports
+    conn, admitted = services.accept(transport, "tcp", Format.TCP, goodbye)
+    if not admitted:
+        services.admission.refuse(conn)  # a connection limit (3007) or a drain: before reading
+    decoder = FrameDecoder(services.settings.limits.max_frame)
+    handle = services.commands.handle
+    stats_in = services.stats.bytes_in
     try:
         while conn.writable:
             data = await reader.read(READ_CHUNK)
@@ -33,15 +47,15 @@ async def serve_tcp(node: Node, reader: asyncio.StreamReader, writer: asyncio.St
             try:
                 payloads = decoder.feed(data)
                 for payload in payloads:
-                    await conn.handle(decode_msgpack(payload))
+                    await handle(conn, decode_msgpack(payload))
                     if not conn.writable:
                         break
-                    await conn.pace(writer)
+                    await conn.outbox.pace(writer)
                 if decoder.error is not None and conn.writable:
                     raise decoder.error  # after the frames that came before it
             except ProtocolViolation as exc:
                 if isinstance(exc, FrameTooLarge):
-                    node.limits.hit("max_frame")
+                    services.limits.hit("max_frame")
                 conn.disconnect(exc.code, exc.reason)
                 break
     except (ConnectionError, OSError):

@@ -5,7 +5,10 @@ Handshake on path ``/ws`` only (anything else: 404); subprotocol
 when the client offers none); no compression, so the publication frames the
 hub builds once are valid for every subscriber. ``max_frame`` is the message
 size limit: a larger message is closed with 1009. Incoming messages are
-decoded by their frame type (binary: msgpack, text: JSON).
+reassembled from their frames and decoded by their frame type (binary:
+msgpack, text: JSON). The WebSocket close is this transport's own
+(:func:`goodbye_for`): the ``disconnect`` push, then a close frame with the
+same code, before the half-close every connection does.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import fnmatch
 import logging
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -24,13 +27,13 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from hubbub.protocol.codec import SUBPROTOCOLS, Encoding, decode_json, decode_msgpack
-from hubbub.protocol.codes import WS_MESSAGE_TOO_BIG
-from hubbub.protocol.errors import ProtocolViolation
+from hubbub.protocol.codes import WS_MESSAGE_TOO_BIG, DisconnectCode
+from hubbub.protocol.exceptions import ProtocolViolation
+from hubbub.protocol.messages import push_disconnect
+from hubbub.server.connection import Connection, Goodbye, Services
+from hubbub.server.outbox import Outbox
+from hubbub.server.settings import Settings
 from hubbub.server.wire import Format
-
-if TYPE_CHECKING:
-    from hubbub.server.connection import Connection
-    from hubbub.server.node import Node
 
 READ_CHUNK = 65536
 WS_PATH = "/ws"
@@ -48,13 +51,13 @@ def _select_subprotocol(
     return None
 
 
-def _origins(node: Node) -> list[str | re.Pattern[str] | None] | None:
+def _origins(settings: Settings) -> list[str | re.Pattern[str] | None] | None:
     """``[auth] allowed_origins`` for the protocol (a refusal is a 403 at the
     handshake): exact origins, or globs with ``*`` (``https://*.example.com``).
     A request without an Origin header is let through: only browsers send one,
     and the check exists to stop other sites' pages, not non-browser clients
     (which could send any Origin). None when the list is empty: any origin."""
-    allowed = node.config.auth.allowed_origins
+    allowed = settings.config.auth.allowed_origins
     if not allowed:
         return None
     origins: list[str | re.Pattern[str] | None] = [
@@ -64,32 +67,85 @@ def _origins(node: Node) -> list[str | re.Pattern[str] | None] | None:
     return origins
 
 
+def _protocol(settings: Settings) -> ServerProtocol:
+    """websockets' Sans-I/O server side, with our limits and subprotocols."""
+    return ServerProtocol(
+        origins=_origins(settings),  # type: ignore[arg-type]
+        extensions=None,
+        subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
+        select_subprotocol=_select_subprotocol,
+        max_size=settings.limits.max_frame,
+        logger=_quiet,
+    )
+
+
+def goodbye_for(ws: ServerProtocol) -> Goodbye:
+    """The WebSocket close: once the handshake is done, the ``disconnect`` push
+    and a close frame with its code (PROTOCOL.md §1, §5); nothing before it."""
+
+    def goodbye(
+        outbox: Outbox, code: DisconnectCode, reason: str | None, after: int | None
+    ) -> None:
+        if ws.state is not WsState.OPEN:
+            return
+        outbox.send(push_disconnect(code, reason, after))
+        ws.send_close(int(code), (reason or "")[:120])
+        for data in ws.data_to_send():
+            if data:
+                outbox.write(data)
+
+    return goodbye
+
+
 def _flush_protocol(conn: Connection, ws: ServerProtocol) -> bool:
     """Queue what the protocol wants sent; True when it asked to end the stream."""
     eof = False
     for data in ws.data_to_send():
         if data:
-            conn.write(data)
+            conn.outbox.write(data)
         else:
             eof = True
     return eof
 
 
-async def serve_ws(node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    transport = writer.transport
-    conn = node.accept(transport, "ws", Format.WS_TEXT)  # type: ignore[arg-type]
-    ws = ServerProtocol(
-        origins=_origins(node),  # type: ignore[arg-type]
-        extensions=None,
-        subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
-        select_subprotocol=_select_subprotocol,
-        max_size=node.config.limits.max_frame,
-        logger=_quiet,
-    )
-    conn.ws = ws
-    stats_in = node.stats.bytes_in
-    fragments: list[bytes] = []
-    fragment_text = False
+class _Messages:
+    """Whole messages out of data frames (RFC 6455 §5.4): a fragmented one is
+    joined from its continuation frames; control frames are none."""
+
+    __slots__ = ("fragments", "text")
+
+    def __init__(self) -> None:
+        self.fragments: list[bytes] = []
+        self.text = False
+
+    def add(self, frame: Frame) -> tuple[bytes, bool] | None:
+        """The payload and whether it is text, once ``frame`` ends a message."""
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not frame.fin:
+                self.fragments = [cast(bytes, frame.data)]
+                self.text = opcode is Opcode.TEXT
+                return None
+            return cast(bytes, frame.data), opcode is Opcode.TEXT
+        if opcode is Opcode.CONT:
+            self.fragments.append(cast(bytes, frame.data))
+            if not frame.fin:
+                return None
+            payload, self.fragments = b"".join(self.fragments), []
+            return payload, self.text
+        return None  # ping (pong queued by the protocol), pong, close
+
+
+async def serve_ws(
+    services: Services, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Feed the protocol large chunks; answer the handshake, then hand each
+    message to the commands."""
+    ws = _protocol(services.settings)
+    transport = cast(asyncio.Transport, writer.transport)  # start_server's are Transports
+    conn, admitted = services.accept(transport, "ws", Format.WS_TEXT, goodbye_for(ws))
+    stats_in = services.stats.bytes_in
+    messages = _Messages()
     try:
         while conn.writable:
             data = await reader.read(READ_CHUNK)
@@ -98,63 +154,77 @@ async def serve_ws(node: Node, reader: asyncio.StreamReader, writer: asyncio.Str
                 break
             stats_in["ws"] += len(data)
             ws.receive_data(data)
-            for event in ws.events_received():
-                if isinstance(event, Request):
-                    _handshake(conn, ws, event)
-                    if not conn.counted and ws.state is WsState.OPEN:
-                        # A connection limit (3007) or a drain, decided at
-                        # accept: told right after the 101, so a browser
-                        # sees the close code.
-                        _flush_protocol(conn, ws)
-                        node.refuse(conn)
-                        break
-                    continue
-                if not isinstance(event, Frame):
-                    continue
-                opcode = event.opcode
-                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    if not event.fin:
-                        fragments = [cast(bytes, event.data)]
-                        fragment_text = opcode is Opcode.TEXT
-                        continue
-                    payload, text = cast(bytes, event.data), opcode is Opcode.TEXT
-                elif opcode is Opcode.CONT:
-                    fragments.append(cast(bytes, event.data))
-                    if not event.fin:
-                        continue
-                    payload, text = b"".join(fragments), fragment_text
-                    fragments = []
-                else:
-                    continue  # ping (pong queued by the protocol), pong, close
-                try:
-                    message = decode_json(payload) if text else decode_msgpack(payload)
-                except ProtocolViolation as exc:
-                    conn.disconnect(exc.code, exc.reason)
-                    break
-                await conn.handle(message)
-                if not conn.writable:
-                    break
-                await conn.pace(writer)
+            await _events(services, conn, ws, admitted, messages, writer)
             if conn.writable and _flush_protocol(conn, ws):
                 break  # close handshake done, handshake refused, or protocol error
             if ws.state is WsState.CLOSED or ws.close_expected():
                 break
             # Pongs to WebSocket pings are output too: a client that floods
             # pings without reading is not read further either.
-            await conn.pace(writer)
+            await conn.outbox.pace(writer)
     except (ConnectionError, OSError):
         pass
     finally:
         if conn.writable and ws.parser_exc is not None and ws.state is not WsState.CONNECTING:
-            # The websockets protocol failed the connection itself (1002, 1009...).
-            code = ws.close_sent.code if ws.close_sent is not None else 1002
-            node.metrics.disconnects.labels(str(code)).inc()
-            if code == WS_MESSAGE_TOO_BIG:
-                node.limits.hit("max_frame")
+            _count_protocol_close(services, ws)
         await conn.finish(reader)
 
 
-def _handshake(conn: Connection, ws: ServerProtocol, request: Request) -> None:
+async def _events(
+    services: Services,
+    conn: Connection,
+    ws: ServerProtocol,
+    admitted: bool,
+    messages: _Messages,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Act on what one chunk brought: the handshake (and a refusal), then the
+    messages, each handled before the next; stops once the connection closes."""
+    handle = services.commands.handle
+    for event in ws.events_received():
+        if isinstance(event, Request):
+            _handshake(services, conn, ws, event)
+            if not admitted and ws.state is WsState.OPEN:
+                # A connection limit (3007) or a drain, decided at accept:
+                # told right after the 101, so a browser sees the close code.
+                _flush_protocol(conn, ws)
+                services.admission.refuse(conn)
+                return
+            continue
+        if not isinstance(event, Frame):
+            continue
+        whole = messages.add(event)
+        if whole is None:
+            continue
+        message = _decode(conn, *whole)
+        if message is None:
+            return
+        await handle(conn, message)
+        if not conn.writable:
+            return
+        await conn.outbox.pace(writer)
+
+
+def _decode(conn: Connection, payload: bytes, text: bool) -> dict[str, Any] | None:
+    """One message by its frame type (text: JSON, binary: msgpack); None after
+    disconnecting a client that sent one that does not decode (3004)."""
+    try:
+        return decode_json(payload) if text else decode_msgpack(payload)
+    except ProtocolViolation as exc:
+        conn.disconnect(exc.code, exc.reason)
+        return None
+
+
+def _count_protocol_close(services: Services, ws: ServerProtocol) -> None:
+    """The websockets protocol failed the connection itself (1002, 1009...):
+    count its close code (and a ``max_frame`` hit for 1009)."""
+    code = ws.close_sent.code if ws.close_sent is not None else 1002
+    services.metrics.disconnects.labels(str(code)).inc()
+    if code == WS_MESSAGE_TOO_BIG:
+        services.limits.hit("max_frame")
+
+
+def _handshake(services: Services, conn: Connection, ws: ServerProtocol, request: Request) -> None:
     """Answer the HTTP upgrade: 404 off ``/ws``, else accept (origin and
     subprotocol checked by the protocol) and pick the wire format."""
     path = request.path.split("?", 1)[0]
@@ -165,6 +235,7 @@ def _handshake(conn: Connection, ws: ServerProtocol, request: Request) -> None:
         response = ws.accept(request)
     ws.send_response(response)
     if response.status_code == 101:
-        conn.fmt = Format.WS_BINARY if ws.subprotocol == Encoding.MSGPACK.value else Format.WS_TEXT
+        binary = ws.subprotocol == Encoding.MSGPACK.value
+        conn.outbox.fmt = Format.WS_BINARY if binary else Format.WS_TEXT
     elif response.status_code == 403:
-        conn.node.limits.hit("origin")
+        services.limits.hit("origin")

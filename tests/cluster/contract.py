@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from hubbub.cluster.broker import Broker, ChannelOptions, ClientInfo, Publication
-from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 
 HISTORY = ChannelOptions(history_size=100, history_ttl=300.0)

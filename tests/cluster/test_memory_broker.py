@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from hubbub.cluster.broker import ChannelOptions, ClientInfo, Publication
 from hubbub.cluster.memory import MemoryBroker
-from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 from tests.cluster.contract import BrokerContract, RecordingHandler
 

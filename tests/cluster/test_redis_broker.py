@@ -19,7 +19,7 @@ from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_layout import Keys
 from hubbub.cluster.redis_scripts import ALL as ALL_SCRIPTS
 from hubbub.cluster.sharding import shard_of
-from hubbub.protocol.errors import PositionGone
+from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 from tests.cluster.contract import HISTORY, NO_HISTORY, BrokerContract, RecordingHandler, offsets
 from tests.procs import RedisProc, start_redis

@@ -16,7 +16,7 @@ from hubbub.protocol.channels import (
     validate_channel,
 )
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.errors import CommandError
+from hubbub.protocol.exceptions import CommandError
 
 ALLOWED = frozenset(string.ascii_letters + string.digits + "_-:.@/=+")
 

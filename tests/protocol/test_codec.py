@@ -24,7 +24,7 @@ from hubbub.protocol.codec import (
     encode_json,
     encode_msgpack,
 )
-from hubbub.protocol.errors import ProtocolViolation
+from hubbub.protocol.exceptions import ProtocolViolation
 from tests.protocol.strategies import assert_same, messages
 
 FAST = settings(max_examples=150, deadline=None)

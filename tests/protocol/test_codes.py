@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hubbub.protocol.codes import REASONS, RECONNECT, WS_MESSAGE_TOO_BIG, DisconnectCode, ErrorCode
-from hubbub.protocol.errors import (
+from hubbub.protocol.exceptions import (
     CommandError,
     FrameTooLarge,
     HubbubError,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hubbub.protocol.codes import DisconnectCode
-from hubbub.protocol.errors import FrameTooLarge, ProtocolViolation
+from hubbub.protocol.exceptions import FrameTooLarge, ProtocolViolation
 from hubbub.protocol.frames import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
 
 FAST = settings(max_examples=150, deadline=None)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hubbub.protocol.codec import Encoding, decode, encode
 from hubbub.protocol.codes import REASONS, RECONNECT, DisconnectCode, ErrorCode
-from hubbub.protocol.errors import CommandError
+from hubbub.protocol.exceptions import CommandError
 from hubbub.protocol.messages import (
     MAX_ID,
     Command,

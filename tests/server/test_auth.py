@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.errors import CommandError
+from hubbub.protocol.exceptions import CommandError
 from hubbub.server.auth import ANONYMOUS, Authenticator, Identity
 from hubbub.server.config import AuthConfig
 

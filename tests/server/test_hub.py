@@ -54,9 +54,10 @@ class CountingBroker(MemoryBroker):
 
 
 class FakeConn:
-    """Records ``deliver`` and ``write`` calls as a Connection would receive them."""
+    """Records ``deliver`` and ``write`` calls as a Connection's outbox would receive them."""
 
     def __init__(self, fmt: Format, client_id: str = "") -> None:
+        self.outbox = self  # the hub hands publications to a subscriber's outbox
         self.fmt = fmt
         self.client_id = client_id
         self.delivered: list[tuple[bytes, str]] = []

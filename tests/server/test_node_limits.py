@@ -66,27 +66,27 @@ async def _until(predicate: Callable[[], bool]) -> None:
 def test_counts_follow_connections_and_refused_ones_take_no_place() -> None:
     async def body(node: Node) -> None:
         _, first = await _open(node)
-        await _until(lambda: node.counted == 1)
+        await _until(lambda: node.admission.counted == 1)
         reader, second = await _open(node)
         message = await _first_message(reader)
         assert message["code"] == DisconnectCode.CONNECTION_LIMIT
-        assert node.counted == 1 and node.per_ip == {"127.0.0.1": 1}
+        assert node.admission.counted == 1 and node.admission.per_ip == {"127.0.0.1": 1}
         first.close()
         second.close()
         await _until(lambda: not node.connections)
-        assert node.counted == 0 and node.per_ip == {}
+        assert node.admission.counted == 0 and node.admission.per_ip == {}
 
     _run(_config(limits={"max_connections": 1}), body)
 
 
 def test_slow_consumer_policy_per_namespace_and_after_reload() -> None:
     async def body(node: Node) -> None:
-        assert node.slow_consumer_policy("feed:a") == "drop"
-        assert node.slow_consumer_policy("chat:a") == "disconnect"
-        assert node.slow_consumer_policy("lobby") == "disconnect"
+        assert node.settings.slow_consumer_policy("feed:a") == "drop"
+        assert node.settings.slow_consumer_policy("chat:a") == "disconnect"
+        assert node.settings.slow_consumer_policy("lobby") == "disconnect"
         node.reload(_config(limits={"slow_consumer": "drop"}, namespaces={"feed": {}}))
-        assert node.slow_consumer_policy("feed:a") == "drop"
-        assert node.slow_consumer_policy("chat:a") == "drop"
+        assert node.settings.slow_consumer_policy("feed:a") == "drop"
+        assert node.settings.slow_consumer_policy("chat:a") == "drop"
 
     config = _config(
         limits={"slow_consumer": "disconnect"}, namespaces={"feed": {"slow_consumer": "drop"}}
@@ -135,9 +135,9 @@ def test_a_dead_connection_does_not_stop_the_flush_of_the_others() -> None:
         (alive,) = [c for c in node.connections if c is not dead]
         dead.transport.abort()
         await asyncio.sleep(0)  # closed; its read loop has not run yet
-        dead.send({"push": "ping"})  # both queued for this iteration's flush,
-        alive.send({"push": "ping"})  # the dead one first, and the flush runs
-        node._flush()  # before the dead one's read loop notices
+        dead.outbox.send({"push": "ping"})  # both queued for this iteration's flush,
+        alive.outbox.send({"push": "ping"})  # the dead one first, and the flush runs
+        node.outboxes.flush()  # before the dead one's read loop notices
         assert await asyncio.wait_for(_first_message(reader), 2) == {"push": "ping"}
         writer.close()
         dead_writer.close()
@@ -161,8 +161,8 @@ def test_a_slow_consumer_cut_during_fan_out_does_not_cost_the_others() -> None:
                 got += [decode_msgpack(p) for p in decoder.feed(await reader.read(65536))]
             clients.append((reader, writer, decoder))
         slow = next(iter(node.hub.channels["c"].groups[0]))  # the first in fan-out order
-        slow.out_room = 0  # as if its buffer were full
-        await node.broker.publish("c", "hello", options=node.channel_options("c"))
+        slow.outbox.room = 0  # as if its buffer were full
+        await node.broker.publish("c", "hello", options=node.settings.channel_options("c"))
         for reader, _, decoder in clients[1:]:
             (message,) = decoder.feed(await reader.read(65536))
             assert decode_msgpack(message)["data"] == "hello"

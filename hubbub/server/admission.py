@@ -1,0 +1,79 @@
+"""Who gets in: connection limits, per-IP counts, and turning a client away.
+
+A new connection counts against ``max_connections`` and
+``max_connections_per_ip`` when both have room; one that does not fit, or that
+slipped in while the listeners were closing for a drain, is *not admitted*:
+its transport refuses it with :meth:`Admission.refuse` — TCP at once, WebSocket
+right after the handshake so a browser sees the close code — with 3007 and an
+``after`` spread over a few seconds, or 3001 while draining (PROTOCOL.md §5).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from hubbub.protocol.codes import DisconnectCode
+from hubbub.server.lifecycle import Lifecycle
+from hubbub.server.limits import Limits, connection_limit_after
+from hubbub.server.settings import Settings
+
+if TYPE_CHECKING:
+    from hubbub.server.connection import Connection
+
+
+class Admission:
+    """The node's connection counts and the decision to admit or refuse."""
+
+    __slots__ = ("admitted", "lifecycle", "limits", "per_ip", "settings")
+
+    def __init__(self, settings: Settings, limits: Limits, lifecycle: Lifecycle) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.lifecycle = lifecycle
+        self.admitted: set[Connection] = set()  # those counted against the limits
+        self.per_ip: dict[str, int] = {}  # admitted connections by peer address
+
+    @property
+    def counted(self) -> int:
+        """Connections counted against ``max_connections``."""
+        return len(self.admitted)
+
+    def admit(self, conn: Connection) -> bool:
+        """Count ``conn`` when the limits have room and the node is not draining."""
+        if self.lifecycle.draining:
+            return False
+        lim = self.settings.limits
+        if lim.max_connections and len(self.admitted) >= lim.max_connections:
+            self.limits.hit("max_connections")
+            return False
+        ip = conn.peer
+        count = self.per_ip.get(ip, 0)
+        if lim.max_connections_per_ip and count >= lim.max_connections_per_ip:
+            self.limits.hit("max_connections_per_ip")
+            return False
+        self.per_ip[ip] = count + 1
+        self.admitted.add(conn)
+        return True
+
+    def refuse(self, conn: Connection) -> None:
+        """Turn away a connection :meth:`admit` did not count: 3007 over a
+        connection limit, 3001 while draining."""
+        if self.lifecycle.draining:
+            after = int(random.uniform(0, self.settings.limits.drain_timeout) * 1000)
+            conn.disconnect(DisconnectCode.DRAINING, after=after, abort_after=1.0)
+            return
+        conn.disconnect(
+            DisconnectCode.CONNECTION_LIMIT, after=connection_limit_after(), abort_after=1.0
+        )
+
+    def release(self, conn: Connection) -> None:
+        """``conn`` is gone: give its place back."""
+        if conn not in self.admitted:
+            return
+        self.admitted.discard(conn)
+        left = self.per_ip.get(conn.peer, 1) - 1
+        if left > 0:
+            self.per_ip[conn.peer] = left
+        else:
+            self.per_ip.pop(conn.peer, None)

@@ -1,0 +1,364 @@
+"""The client's commands (PROTOCOL.md §2): one handler per op, and the table of them.
+
+:meth:`Commands.handle` takes one decoded message from a transport: it parses
+it, passes it through the command rate limit (``pong`` never counts), checks
+the session state (``connect`` first), runs the op's handler from
+:data:`HANDLERS` and sends its reply or error. Transports await each message
+before reading the next, so replies go out in the order commands arrived and a
+busy connection is not read further (DESIGN.md "Backpressure").
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from hubbub.cluster.broker import Broker, ClientInfo
+from hubbub.protocol.codes import DisconnectCode, ErrorCode
+from hubbub.protocol.exceptions import CommandError
+from hubbub.protocol.messages import (
+    Command,
+    Connect,
+    History,
+    Ping,
+    Pong,
+    Presence,
+    Publish,
+    Refresh,
+    Subscribe,
+    Unsubscribe,
+    parse_command,
+    push_error,
+    reply_error,
+    reply_ok,
+)
+from hubbub.server import log
+from hubbub.server.auth import Authenticator
+from hubbub.server.config import NamespaceConfig
+from hubbub.server.hub import Hub, pub_message
+from hubbub.server.lifecycle import Lifecycle
+from hubbub.server.limits import Limits
+from hubbub.server.metrics import Metrics
+from hubbub.server.ratelimit import ABUSE, ADMIT
+from hubbub.server.session import State
+from hubbub.server.settings import Settings
+
+if TYPE_CHECKING:
+    from hubbub.server.connection import Connection
+
+Reply = dict[str, Any]
+#: A command's handler: the ``ok`` of its reply, or None when it replied itself.
+Handler = Callable[["Commands", "Connection", Any], Awaitable[Reply | None]]
+
+
+class Commands:
+    """The handlers of the node's commands, with what they work on passed in."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        hub: Hub,
+        broker: Broker,
+        limits: Limits,
+        metrics: Metrics,
+        authenticator: Authenticator,
+        lifecycle: Lifecycle,
+        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+        node_id: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.broker = broker
+        self.limits = limits
+        self.metrics = metrics
+        self.authenticator = authenticator  # replaced by a reload that changes [auth]
+        self.lifecycle = lifecycle
+        self.spawn = spawn
+        self.node_id = node_id
+        self.clock = clock
+
+    # -- dispatch ----------------------------------------------------------
+
+    async def handle(self, conn: Connection, message: dict[str, Any]) -> None:
+        """Handle one decoded message from the client."""
+        started = time.perf_counter()
+        try:
+            command = parse_command(message)
+        except CommandError as exc:
+            self._unparsable(conn, message, exc)
+            return
+        conn.timers.activity()
+        op = OPS[type(command)]
+        if op != "pong":  # PROTOCOL.md §2: pong never counts against the limit
+            verdict = self.limits.command(conn.limiter, self.clock())
+            if verdict != ADMIT:
+                self._refuse(conn, verdict, command.id, op, op)
+                return
+        state = conn.session.state
+        if state is not State.OPEN and op != "connect":
+            if state is State.CONNECTING:
+                conn.disconnect(DisconnectCode.PROTOCOL_ERROR, "connect first")
+            return
+        result = "ok"
+        try:
+            ok = await HANDLERS[op](self, conn, command)
+            if command.id is not None and ok is not None:
+                conn.outbox.send(reply_ok(command.id, ok))
+        except CommandError as exc:
+            result = str(int(exc.code))
+            self._answer_error(conn, command.id, exc, op)
+            if op == "connect" and conn.session.state is State.CONNECTING:
+                # A refused handshake ends the connection (PROTOCOL.md §5: 401 → 3005);
+                # a second connect on an open session only gets its 400.
+                code = (
+                    DisconnectCode.UNAUTHORIZED
+                    if exc.code == ErrorCode.UNAUTHORIZED
+                    else DisconnectCode.PROTOCOL_ERROR
+                )
+                conn.disconnect(code, exc.message)
+        except Exception:
+            result = "500"
+            log.error("command_failed", exc_info=True, op=op, client=conn.client_id)
+            internal = CommandError(ErrorCode.INTERNAL, "internal error")
+            self._answer_error(conn, command.id, internal, op)
+        self.metrics.command(op, result, time.perf_counter() - started)
+
+    def _unparsable(self, conn: Connection, message: dict[str, Any], exc: CommandError) -> None:
+        """A message that is not a valid command: 3004 before ``connect``, else a
+        400 (which counts against the rate limit like any command)."""
+        if conn.session.state is State.CONNECTING:
+            conn.disconnect(DisconnectCode.PROTOCOL_ERROR, exc.message)
+            return
+        bad_op = message.get("op")
+        # Bounded metric label values, whatever the client sent as op.
+        label = bad_op if isinstance(bad_op, str) and bad_op in HANDLERS else "unknown"
+        verdict = self.limits.command(conn.limiter, self.clock())
+        if verdict != ADMIT:
+            self._refuse(conn, verdict, exc.command_id, bad_op, label)
+            return
+        self._answer_error(conn, exc.command_id, exc, bad_op)
+        self.metrics.command(label, "400", 0.0)
+
+    def _refuse(
+        self, conn: Connection, verdict: int, command_id: int | None, op: Any, label: str
+    ) -> None:
+        """A command the token bucket refused (PROTOCOL.md §2, §5): 429 with
+        ``retry_after``, or the abuse rule's 3006 (server.ratelimit)."""
+        if verdict == ABUSE:
+            conn.disconnect(DisconnectCode.RATE_LIMIT_ABUSE, after=conn.limiter.refill_ms)
+            return
+        exc = CommandError(ErrorCode.RATE_LIMITED, "rate limited", extra={"retry_after": verdict})
+        self._answer_error(conn, command_id, exc, op)
+        self.metrics.command(label, "429", 0.0)
+
+    @staticmethod
+    def _answer_error(conn: Connection, command_id: int | None, exc: CommandError, op: Any) -> None:
+        if command_id is not None:
+            conn.outbox.send(reply_error(command_id, exc.code, exc.message, exc.extra))
+        else:
+            op_name = op if isinstance(op, str) else None
+            conn.outbox.send(push_error(exc.code, exc.message, op_name, exc.extra))
+
+    # -- leaving -----------------------------------------------------------
+
+    def leave_all(self, conn: Connection) -> None:
+        """``conn`` is closing: leave every channel now, presence and ``leave``
+        pushes in the background."""
+        for channel in conn.subs:
+            self.hub.release(conn, channel)
+            self.spawn(self._leave(conn, channel))
+        conn.subs = {}
+
+    async def _leave(self, conn: Connection, channel: str) -> None:
+        ns = self.settings.namespace(channel)
+        info = conn.info
+        if info is None:
+            return
+        if ns.presence:
+            await self.broker.remove_presence(channel, info.client)
+        if ns.join_leave:
+            await self.broker.publish_leave(channel, info)
+
+    # -- the handlers ------------------------------------------------------
+
+    async def connect(self, conn: Connection, cmd: Connect) -> Reply:
+        if conn.session.state is not State.CONNECTING:
+            raise CommandError(ErrorCode.BAD_REQUEST, "already connected")
+        if self.lifecycle.draining:
+            raise CommandError(ErrorCode.UNAVAILABLE, "node draining")
+        conn.identity = self.authenticator.authenticate(cmd.token, time.time())
+        conn.client_id = secrets.token_urlsafe(12)
+        client_meta = None
+        if cmd.client_name or cmd.client_version:
+            client_meta = {"name": cmd.client_name, "version": cmd.client_version}
+        conn.info = ClientInfo(conn.client_id, conn.identity.user, client_meta)
+        conn.session.to(State.OPEN)
+        lim = self.settings.limits
+        conn.timers.connected(self.clock(), lim.ping_interval)
+        return {
+            "client": conn.client_id,
+            "node": self.node_id,
+            "ping": lim.ping_interval,
+            "limits": {
+                "max_frame": lim.max_frame,
+                "messages_per_second": lim.messages_per_second,
+                "message_burst": lim.message_burst,
+                "max_subscriptions": lim.max_subscriptions,
+                "outbound_buffer": lim.outbound_buffer,
+            },
+        }
+
+    @staticmethod
+    def _check_subscribe(conn: Connection, channel: str, ns: NamespaceConfig) -> None:
+        if conn.identity.anonymous and not ns.anonymous:
+            raise CommandError(ErrorCode.FORBIDDEN, "anonymous clients may not subscribe here")
+        if not conn.identity.may_subscribe(channel):
+            raise CommandError(ErrorCode.FORBIDDEN, "token does not allow this channel")
+
+    async def subscribe(self, conn: Connection, cmd: Subscribe) -> Reply | None:
+        channel = cmd.channel
+        if channel in conn.subs:
+            raise CommandError(ErrorCode.CONFLICT, "already subscribed")
+        self.limits.check_subscriptions(len(conn.subs))
+        ns = self.settings.namespace(channel)
+        self._check_subscribe(conn, channel, ns)
+        conn.subs[channel] = None  # reserved: a failure below gives it back
+        hub = self.hub
+        try:
+            await hub.acquire(channel)
+        except BaseException:
+            conn.subs.pop(channel, None)
+            raise
+        try:
+            reply, after = await self._position(conn, cmd)
+            if ns.presence and conn.info is not None:
+                await self.broker.add_presence(channel, conn.info)
+        except BaseException:
+            if channel in conn.subs:  # else the close already released it
+                del conn.subs[channel]
+                hub.release(conn, channel)
+            raise
+        if conn.session.state is not State.OPEN:
+            return reply  # closed while waiting: the close released it
+        # No await from here on: the reply goes out before any live publication.
+        if cmd.id is not None:
+            conn.outbox.send(reply_ok(cmd.id, reply))
+        hub.activate(conn, channel, after)
+        if ns.join_leave and conn.info is not None:
+            self.spawn(self.broker.publish_join(channel, conn.info))
+        return None  # already replied
+
+    async def _position(self, conn: Connection, cmd: Subscribe) -> tuple[Reply, int | None]:
+        """A subscription's reply and the offset live delivery starts after: with
+        history, what was recovered and the stream position (PROTOCOL.md §4); the
+        hub keeps live publications for ``conn`` meanwhile."""
+        channel = cmd.channel
+        reply: Reply = {"channel": channel}
+        opts = self.settings.channel_options(channel)
+        if not opts.has_history:
+            return reply, None
+        self.hub.buffer(conn, channel)
+        if cmd.recover and cmd.since is not None:
+            rec = await self.broker.recover(channel, cmd.since, options=opts)
+            reply["recovered"] = rec.recovered
+            reply["publications"] = [pub_message(p) for p in rec.publications]
+            position = rec.position
+        else:
+            position = (await self.broker.history(channel, options=opts, limit=0)).position
+            if cmd.recover:
+                reply["recovered"] = False
+        reply["offset"] = position.offset
+        reply["epoch"] = position.epoch
+        return reply, position.offset
+
+    async def unsubscribe(self, conn: Connection, cmd: Unsubscribe) -> Reply:
+        channel = cmd.channel
+        if channel not in conn.subs:
+            raise CommandError(ErrorCode.CONFLICT, "not subscribed")
+        del conn.subs[channel]
+        self.hub.release(conn, channel)
+        await self._leave(conn, channel)
+        return {}
+
+    async def publish(self, conn: Connection, cmd: Publish) -> Reply:
+        channel = cmd.channel
+        ns = self.settings.namespace(channel)
+        if not ns.client_publish:
+            raise CommandError(ErrorCode.FORBIDDEN, "clients may not publish here")
+        if not conn.identity.may_publish(channel):
+            raise CommandError(ErrorCode.FORBIDDEN, "token does not allow publishing here")
+        if self.lifecycle.draining:
+            raise CommandError(ErrorCode.UNAVAILABLE, "node draining")
+        if ns.max_publication or ns.publish_rate:
+            self.limits.check_publication(channel, ns, cmd.data, client=True, now=self.clock())
+        position = await self.broker.publish(
+            channel, cmd.data, options=self.settings.channel_options(channel), sender=conn.info
+        )
+        if position is None:
+            return {}
+        return {"offset": position.offset, "epoch": position.epoch}
+
+    async def presence(self, conn: Connection, cmd: Presence) -> Reply:
+        ns = self.settings.namespace(cmd.channel)
+        if not ns.presence:
+            raise CommandError(ErrorCode.NOT_FOUND, "presence is not enabled for this namespace")
+        self._check_subscribe(conn, cmd.channel, ns)
+        clients = await self.broker.presence(cmd.channel)
+        return {"clients": {c: {"user": i.user, "info": i.info} for c, i in clients.items()}}
+
+    async def history(self, conn: Connection, cmd: History) -> Reply:
+        opts = self.settings.channel_options(cmd.channel)
+        if not opts.has_history:
+            raise CommandError(ErrorCode.NOT_FOUND, "history is not enabled for this namespace")
+        self._check_subscribe(conn, cmd.channel, self.settings.namespace(cmd.channel))
+        result = await self.broker.history(
+            cmd.channel, options=opts, since=cmd.since, limit=cmd.limit
+        )
+        return {
+            "publications": [pub_message(p) for p in result.publications],
+            "offset": result.position.offset,
+            "epoch": result.position.epoch,
+        }
+
+    async def ping(self, conn: Connection, cmd: Ping) -> Reply:
+        return {}
+
+    async def pong(self, conn: Connection, cmd: Pong) -> Reply:
+        return {}
+
+    async def refresh(self, conn: Connection, cmd: Refresh) -> Reply:
+        identity = self.authenticator.verify(cmd.token, time.time())
+        if not conn.identity.anonymous and identity.user != conn.identity.user:
+            raise CommandError(ErrorCode.FORBIDDEN, "token is for another user")
+        conn.identity = identity
+        return {"expires": identity.expires}
+
+
+#: Which op a parsed command is (``protocol.messages.parse_command`` builds them).
+OPS: dict[type[Command], str] = {
+    Connect: "connect",
+    Subscribe: "subscribe",
+    Unsubscribe: "unsubscribe",
+    Publish: "publish",
+    Presence: "presence",
+    History: "history",
+    Ping: "ping",
+    Pong: "pong",
+    Refresh: "refresh",
+}
+#: op → its handler: every command a client may send (PROTOCOL.md §2).
+HANDLERS: dict[str, Handler] = {
+    "connect": Commands.connect,
+    "subscribe": Commands.subscribe,
+    "unsubscribe": Commands.unsubscribe,
+    "publish": Commands.publish,
+    "presence": Commands.presence,
+    "history": Commands.history,
+    "ping": Commands.ping,
+    "pong": Commands.pong,
+    "refresh": Commands.refresh,
+}

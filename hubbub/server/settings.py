@@ -1,0 +1,61 @@
+"""The running configuration, shared by the node's parts (one object, swapped on SIGHUP).
+
+Every part that reads configuration while the node runs — admission, limits,
+the outboxes, the commands, the transports — holds this one object rather than
+a copy, so :meth:`Settings.update` (``Node.reload``) reaches all of them at once.
+The per-namespace views are cached here, per configured namespace only, and
+cleared on each update.
+"""
+
+from __future__ import annotations
+
+from hubbub.cluster.broker import ChannelOptions
+from hubbub.protocol.channels import namespace_of
+from hubbub.server.config import Config, LimitsConfig, NamespaceConfig
+
+
+class Settings:
+    """``config`` and ``limits`` of the running node, and its namespace views."""
+
+    __slots__ = ("_options", "_policies", "config", "limits")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.limits: LimitsConfig = config.limits
+        self._options: dict[str, ChannelOptions] = {}
+        self._policies: dict[str, str] = {}
+
+    def update(self, config: Config) -> None:
+        """Run with ``config`` from now on (a reload's plan, server.reload)."""
+        self.config = config
+        self.limits = config.limits
+        self._options.clear()
+        self._policies.clear()
+
+    def namespace(self, channel: str) -> NamespaceConfig:
+        """The options of ``channel``'s namespace (PROTOCOL.md §4)."""
+        return self.config.namespace(namespace_of(channel))
+
+    def channel_options(self, channel: str) -> ChannelOptions:
+        """What the broker stores for ``channel``: history and presence options."""
+        name = namespace_of(channel)
+        opts = self._options.get(name)
+        if opts is None:
+            ns = self.config.namespace(name)
+            opts = self._options[name] = ChannelOptions(
+                history_size=ns.history_size,
+                history_ttl=ns.history_ttl,
+                presence=ns.presence,
+                join_leave=ns.join_leave,
+            )
+        return opts
+
+    def slow_consumer_policy(self, channel: str) -> str:
+        """The namespace's ``slow_consumer``, else ``[limits] slow_consumer``
+        (called only when a client's buffer overflows, never per delivery)."""
+        name = namespace_of(channel)
+        policy = self._policies.get(name)
+        if policy is None:
+            own = self.config.namespace(name).slow_consumer
+            policy = self._policies[name] = own or self.config.limits.slow_consumer
+        return policy
