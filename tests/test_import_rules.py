@@ -45,14 +45,18 @@ RULES: dict[str, Rule] = {
         banned_stdlib=frozenset({"asyncio", "socket", "selectors", "ssl", "socketserver"}),
     ),
     # "redis (with hiredis)": hiredis packs commands in C for the Redis engine.
+    # hubbub.log: the one structured-log helper of the node and its engines, at the
+    # package root because the cluster may not import the server (stdlib only).
     "hubbub.cluster": Rule(
-        ours=("hubbub.cluster", "hubbub.protocol"), third_party=frozenset({"redis", "hiredis"})
+        ours=("hubbub.cluster", "hubbub.protocol", "hubbub.log"),
+        third_party=frozenset({"redis", "hiredis"}),
     ),
     # The node sees the broker interface and the factory, never an engine.
     "hubbub.server": Rule(
         ours=(
             "hubbub.server",
             "hubbub.protocol",
+            "hubbub.log",
             "hubbub.cluster.broker",
             "hubbub.cluster.factory",
         ),

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import hiredis
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 
-from hubbub.cluster import log
+from hubbub import log
 
 ConnectionFactory = Callable[[], AbstractConnection]
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hubbub.cluster import log
+from hubbub import log
 from hubbub.cluster.redis_conn import Supervised, describe
 from hubbub.cluster.redis_scripts import PRESENCE_ADD, PRESENCE_GET
 from hubbub.protocol.codec import decode_msgpack, encode_msgpack

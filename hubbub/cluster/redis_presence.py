@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hubbub.cluster import log
+from hubbub import log
 from hubbub.cluster.broker import ClientInfo
 from hubbub.cluster.redis_conn import Supervised, describe
 from hubbub.cluster.redis_layout import Keys, decode_presence, encode_presence

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from redis.asyncio.connection import AbstractConnection
 
-from hubbub.cluster import log
+from hubbub import log
 from hubbub.cluster.broker import BrokerHandler, BrokerUnavailable
 from hubbub.cluster.redis_conn import (
     ConnectionFactory,

@@ -28,7 +28,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from hubbub.cluster import log
+from hubbub import log
 from hubbub.cluster.broker import BrokerHandler, BrokerUnavailable
 from hubbub.cluster.redis_conn import (
     Supervised,

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import h11
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from hubbub import log
 from hubbub.protocol.channels import is_valid_channel
 from hubbub.protocol.codec import decode_json
 from hubbub.protocol.exceptions import CommandError, ProtocolViolation
-from hubbub.server import log
 
 if TYPE_CHECKING:
     from hubbub.server.node import Node

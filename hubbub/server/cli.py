@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
-from hubbub.server import log
+from hubbub import log
 from hubbub.server.config import Config, ConfigError, load
 
 

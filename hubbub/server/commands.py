@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from hubbub import log
 from hubbub.cluster.broker import Broker, ClientInfo
 from hubbub.protocol.codes import DisconnectCode, ErrorCode
 from hubbub.protocol.exceptions import CommandError
@@ -34,7 +35,6 @@ from hubbub.protocol.messages import (
     reply_error,
     reply_ok,
 )
-from hubbub.server import log
 from hubbub.server.auth import Authenticator
 from hubbub.server.config import NamespaceConfig
 from hubbub.server.hub import Hub, pub_message

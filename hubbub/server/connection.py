@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hubbub import log
 from hubbub.cluster.broker import ClientInfo
 from hubbub.protocol.codes import DisconnectCode
 from hubbub.protocol.messages import push_ping
-from hubbub.server import log
 from hubbub.server.auth import ANONYMOUS, Identity
 from hubbub.server.keepalive import Due, Timers
 from hubbub.server.outbox import Outbox, Outboxes

@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from hubbub import log
 from hubbub.cluster.broker import Broker, ClientInfo, Publication
 from hubbub.protocol.messages import push_join, push_lag, push_leave, push_pub
-from hubbub.server import log
 from hubbub.server.metrics import Stats
 from hubbub.server.wire import Encoded
 

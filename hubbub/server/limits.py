@@ -25,10 +25,10 @@ import math
 import random
 from typing import Any
 
+from hubbub import log
 from hubbub.protocol.codec import encode_msgpack
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.exceptions import CommandError
-from hubbub.server import log
 from hubbub.server.config import NamespaceConfig
 from hubbub.server.ratelimit import ABUSE, ADMIT, CommandLimiter, TokenBucket, bucket_burst
 from hubbub.server.settings import Settings

@@ -24,9 +24,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from hubbub import log
 from hubbub.cluster.broker import Broker
 from hubbub.protocol.codes import DisconnectCode
-from hubbub.server import log, reload, tls
+from hubbub.server import reload, tls
 from hubbub.server.admission import Admission
 from hubbub.server.auth import Authenticator
 from hubbub.server.commands import Commands

@@ -1,9 +1,12 @@
-"""Structured logs: one logfmt line per event on stderr.
+"""Structured logs: one logfmt line per event on stderr, for the node and its engines.
 
     ts=2026-11-23T15:40:00.123Z level=info event=listening tcp=127.0.0.1:7400
 
-Call :func:`event` with keyword fields; nothing is formatted unless the level
-is enabled (DESIGN.md "The hot path", point 5).
+Call :func:`info`, :func:`warning`, ... with keyword fields; nothing is
+formatted unless the level is enabled (DESIGN.md "The hot path", point 5).
+``hubbub.server`` and ``hubbub.cluster`` both log through this module (the
+cluster may not import the server, so it lives at the package root); the
+``hubbub serve`` CLI calls :func:`setup`.
 """
 
 from __future__ import annotations
