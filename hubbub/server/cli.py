@@ -20,7 +20,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from hubbub import log
-from hubbub.server.config import Config, ConfigError, load
+from hubbub.server.config import Config, ConfigError, from_env, load
 
 
 def _version() -> str:
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hubbub: config error: {exc}", file=sys.stderr)
         return 1
     log.setup(config.server.log_level)
+    ignored = from_env(os.environ)[1]
+    if ignored:  # e.g. Kubernetes service links of a Service named "hubbub"
+        log.warning("environment_ignored", variables=",".join(ignored))
     try:
         import uvloop
 

@@ -4,11 +4,21 @@ Sources, later ones winning: built-in defaults < TOML file (``--config``) <
 environment (``HUBBUB_<NAME>`` for the CLI flags, ``HUBBUB_<SECTION>_<KEY>`` for
 any scalar key) < command-line flags. An unknown key or a bad value is refused
 at start with a :class:`ConfigError` naming the key and where it came from.
+
+In the environment, only names meant for hubbub are refused when unknown: a key of
+a known section (``HUBBUB_LIMITS_MAX_FRAMES``) or a one-word name (a mistyped flag,
+``HUBBUB_NODEID``). Other ``HUBBUB_*`` names are someone else's and are ignored
+(:func:`from_env` lists them for one warning line): Kubernetes service links of a
+Service named ``hubbub`` (``HUBBUB_PORT``, ``HUBBUB_SERVICE_HOST``,
+``HUBBUB_PORT_7400_TCP_ADDR``) or ``hubbub-redis`` (``HUBBUB_REDIS_PORT``), Docker
+links (``HUBBUB_ENV_*``), and the like.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import tomllib
 import types
 import typing
@@ -36,6 +46,11 @@ class ServerConfig:
     """PEM certificate chain: TCP and WebSocket serve over TLS (wss://); "" = plain."""
     tls_key: str = ""
     """PEM private key of tls_cert; required with it."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses/CIDRs of proxies whose word on the client address is believed:
+    X-Forwarded-For / X-Real-IP on WebSocket, the PROXY protocol on TCP."""
+    proxy_protocol: bool = False
+    """TCP connections from trusted_proxies start with a PROXY protocol v1/v2 header."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +274,15 @@ def validate(config: Config, where: str) -> Config:
             raise ConfigError(
                 f"{where}: [namespaces.{name}] slow_consumer must be '', 'disconnect' or 'drop'"
             )
+    for entry in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: [server] trusted_proxies: not an address or CIDR: {entry!r}"
+            ) from None
+    if s.proxy_protocol and not s.trusted_proxies:
+        raise ConfigError(f"{where}: [server] proxy_protocol needs trusted_proxies")
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigError(f"{where}: [server] tls_cert and tls_key go together")
     return config
@@ -303,21 +327,40 @@ def from_mapping(
     return dataclasses.replace(config, **changes)
 
 
-def from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """The ``HUBBUB_*`` variables as a TOML-shaped mapping (strings, parsed later)."""
+#: Kubernetes service-link variables (``<SVC>_SERVICE_HOST``, ``<SVC>_PORT``,
+#: ``<SVC>_PORT_7400_TCP_ADDR``, ...) of any Service whose name starts with "hubbub".
+_SERVICE_LINK = re.compile(
+    r"HUBBUB_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
+)
+
+
+def from_env(env: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The ``HUBBUB_*`` variables as a TOML-shaped mapping (strings, parsed later),
+    and the sorted names ignored as not meant for hubbub (module docstring)."""
     out: dict[str, dict[str, Any]] = {}
+    ignored: list[str] = []
     for name, value in env.items():
         if not name.startswith("HUBBUB_") or name == "HUBBUB_CONFIG":
             continue
         key = name[len("HUBBUB_") :].lower()
         if key in FLAG_KEYS:
             section, field_name = FLAG_KEYS[key]
+        elif _SERVICE_LINK.fullmatch(name):
+            ignored.append(name)
+            continue
         else:
-            section, _, field_name = key.partition("_")
-            if section not in SECTIONS or field_name not in _types(SECTIONS[section]):
-                raise ConfigError(f"environment: unknown variable {name}")
+            section, sep, field_name = key.partition("_")
+            if section in SECTIONS:
+                if field_name not in _types(SECTIONS[section]):
+                    raise ConfigError(f"environment: unknown variable {name}")
+            elif not sep:
+                raise ConfigError(f"environment: unknown variable {name} (not a flag)")
+            else:
+                ignored.append(name)
+                continue
         out.setdefault(section, {})[field_name] = value
-    return out
+    return out, sorted(ignored)
 
 
 def load(
@@ -338,7 +381,7 @@ def load(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         config = from_mapping(data, path, config)
-    config = from_mapping(from_env(env), "environment", config, text=True)
+    config = from_mapping(from_env(env)[0], "environment", config, text=True)
     if flags:
         table: dict[str, dict[str, Any]] = {}
         for key, value in flags.items():

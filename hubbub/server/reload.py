@@ -2,7 +2,7 @@
 
 :func:`plan` compares the running configuration with the one just read and
 returns what to apply: ``[limits]`` and ``[auth]`` change live, as do
-``[server] log_level`` and the TLS files (re-read for certificate rotation),
+``[server] log_level``, ``trusted_proxies`` and the TLS files (re-read for certificate rotation),
 and the access and limit keys of ``[namespaces]``. Listeners, the broker, the
 node id, turning TLS on or off, and the storage keys of a namespace (history,
 presence, join/leave: existing subscriptions were made under them) need a
@@ -45,7 +45,8 @@ def _server(old: ServerConfig, new: ServerConfig) -> tuple[ServerConfig, list[st
     tls_stays_on = bool(old.tls_cert) and bool(new.tls_cert)
     for key in _diff(old, new, "server"):
         name = key.split(".", 1)[1]
-        if name == "log_level" or (name in ("tls_cert", "tls_key") and tls_stays_on):
+        tls_rotation = name in ("tls_cert", "tls_key") and tls_stays_on
+        if name in ("log_level", "trusted_proxies") or tls_rotation:
             live[name] = getattr(new, name)
             changed.append(key)
         else:

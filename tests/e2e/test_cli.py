@@ -90,6 +90,20 @@ def test_bad_environment_exits_1_with_one_line() -> None:
         assert names in line and "environment" in line, line
 
 
+def test_kubernetes_service_links_start_with_one_warning(
+    node_factory: Callable[..., NodeProc],
+) -> None:
+    links = {"HUBBUB_PORT": "tcp://10.96.0.12:7400", "HUBBUB_PORT_7400_TCP_ADDR": "10.96.0.12",
+             "HUBBUB_SERVICE_HOST": "10.96.0.12"}
+    node = node_factory(None, env=links)
+    warnings = [line for line in node.lines if "environment_ignored" in line]
+    assert len(warnings) == 1, node.log_text()
+    assert "variables=HUBBUB_PORT,HUBBUB_PORT_7400_TCP_ADDR,HUBBUB_SERVICE_HOST" in warnings[0]
+    result = run("serve", env={**links, "HUBBUB_LIMITS_MAX_FRAMES": "1"})
+    assert result.returncode == 1, result
+    assert "HUBBUB_LIMITS_MAX_FRAMES" in one_line(result.stderr)
+
+
 def test_missing_config_file_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "absent.toml"
     result = run("serve", "--config", str(path))

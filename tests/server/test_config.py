@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from hubbub.server.config import Config, ConfigError, NamespaceConfig, from_mapping, load
+from hubbub.server.config import (
+    Config,
+    ConfigError,
+    NamespaceConfig,
+    from_env,
+    from_mapping,
+    load,
+)
 from tests.procs import ROOT
 
 #: Every key of PROTOCOL.md §8 with its documented default.
@@ -237,3 +244,51 @@ def test_config_is_frozen() -> None:
         config.limits.max_frame = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.namespaces["x"] = NamespaceConfig()  # type: ignore[index]
+
+
+#: What the kubelet injects into every pod of a namespace with a Service named
+#: "hubbub" (ports 7400, 7401) and one named "hubbub-redis", plus a Docker link.
+SERVICE_LINKS = {
+    "HUBBUB_PORT": "tcp://10.96.0.12:7400",
+    "HUBBUB_SERVICE_HOST": "10.96.0.12",
+    "HUBBUB_SERVICE_PORT": "7400",
+    "HUBBUB_SERVICE_PORT_WS": "7401",
+    "HUBBUB_PORT_7400_TCP": "tcp://10.96.0.12:7400",
+    "HUBBUB_PORT_7400_TCP_ADDR": "10.96.0.12",
+    "HUBBUB_PORT_7400_TCP_PORT": "7400",
+    "HUBBUB_PORT_7400_TCP_PROTO": "tcp",
+    "HUBBUB_REDIS_PORT": "tcp://10.96.0.13:6379",
+    "HUBBUB_REDIS_SERVICE_HOST": "10.96.0.13",
+    "HUBBUB_SERVER_PORT_7400_TCP_ADDR": "10.96.0.14",
+    "HUBBUB_ENV_FOO": "bar",
+}
+
+
+def test_service_links_are_ignored_and_listed() -> None:
+    env = {**SERVICE_LINKS, "HUBBUB_LIMITS_MAX_FRAME": "4096", "HUBBUB_WS": "127.0.0.1:1"}
+    config = load(None, env)
+    assert config.limits.max_frame == 4096 and config.server.ws == "127.0.0.1:1"
+    values, ignored = from_env(env)
+    assert ignored == sorted(SERVICE_LINKS)
+    assert values == {"limits": {"max_frame": "4096"}, "server": {"ws": "127.0.0.1:1"}}
+
+
+@pytest.mark.parametrize(
+    "name", ["HUBBUB_LIMITS_MAX_FRAMES", "HUBBUB_SERVER_TRUSTED_PROXY", "HUBBUB_NODEID"]
+)
+def test_typos_next_to_service_links_are_still_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, {**SERVICE_LINKS, name: "1"})
+    assert name in str(info.value) and "environment" in str(info.value)
+
+
+def test_trusted_proxies() -> None:
+    env = {"HUBBUB_SERVER_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8,::1"}
+    config = load(None, {**env, "HUBBUB_SERVER_PROXY_PROTOCOL": "true"})
+    assert config.server.trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "::1")
+    assert config.server.proxy_protocol is True
+    assert load(None, {}).server.trusted_proxies == ()
+    with pytest.raises(ConfigError, match=r"trusted_proxies.*nginx"):
+        load(None, {"HUBBUB_SERVER_TRUSTED_PROXIES": "nginx"})
+    with pytest.raises(ConfigError, match="proxy_protocol needs trusted_proxies"):
+        load(None, {"HUBBUB_SERVER_PROXY_PROTOCOL": "true"})
