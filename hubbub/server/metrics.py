@@ -1,5 +1,9 @@
 """Every metric of a node, defined in one place (after centrifuge's metrics.go).
 
+Process figures (RSS, CPU, ``process_open_fds``, ``process_max_fds``) come from
+prometheus-client's ProcessCollector; ``hubbub_event_loop_lag_seconds`` is how late
+the sweeper's sleep returned, sampled once per sweep (node.Node._sweep).
+
 Per-message counts (publications, deliveries, bytes) are plain ``int``
 attributes of :class:`Stats`, bumped with ``+=`` on the hot path and read only
 when Prometheus scrapes, through :class:`_StatsCollector`. Per-command metrics
@@ -79,6 +83,11 @@ class _StatsCollector(Collector):
             "hubbub_broker_up", "1 when every broker backend is reachable.", value=g["broker_up"]
         )
         yield GaugeMetricFamily("hubbub_draining", "1 while the node drains.", value=g["draining"])
+        yield GaugeMetricFamily(
+            "hubbub_ready",
+            "1 while /readyz answers 200 (not draining, broker up).",
+            value=g["ready"],
+        )
         backends = g.get("backends", [])
         up = GaugeMetricFamily(
             "hubbub_broker_shard_up", "1 when the shard answers health checks.", labels=["shard"]
@@ -150,6 +159,12 @@ class Metrics:
         )
         self.broker_errors = Counter(
             "hubbub_broker_errors", "Broker operations that failed, by op.", ["op"], registry=r
+        )
+        self.loop_lag = Histogram(
+            "hubbub_event_loop_lag_seconds",
+            "How late the event loop ran the sweeper's timer (sampled once per sweep).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
         )
         self._command_children: dict[tuple[str, str], Any] = {}
         self._seconds_children: dict[str, Any] = {}

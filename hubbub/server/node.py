@@ -277,9 +277,12 @@ class Node:
             period = min(
                 1.0, limits.handshake_timeout / 4, limits.ping_interval / 4, limits.ping_timeout / 4
             )
+            due = self.clock() + period
             await asyncio.sleep(period)
+            now = self.clock()
+            self.metrics.loop_lag.observe(max(0.0, now - due))
             try:
-                self._sweep_once(self.clock())
+                self._sweep_once(now)
             except Exception:  # a bug here must not stop keepalive for everyone
                 log.error("sweep_failed", exc_info=True)
 
@@ -342,5 +345,6 @@ class Node:
             "channels": len(self.hub.channels),
             "broker_up": 1 if self.broker.healthy else 0,
             "draining": 1 if self.draining else 0,
+            "ready": 1 if self.ready else 0,
             "backends": self.broker.backends(),
         }
