@@ -4,7 +4,8 @@ Like h11, an error says whose fault it is and what to send back::
 
     HubbubError
      ├── ProtocolViolation      the peer broke framing or encoding: disconnect (3004)
-     │    └── FrameTooLarge      a TCP length header over ``max_frame``
+     │    ├── FrameTooLarge      a TCP length header over ``max_frame``
+     │    └── BadProxyHeader     a trusted proxy's PROXY protocol header is missing or malformed
      └── CommandError           one command failed: reply with ``code`` (4xx/5xx)
           └── PositionGone       ``since`` is no longer in history (410)
 """
@@ -36,6 +37,14 @@ class FrameTooLarge(ProtocolViolation):
         super().__init__("frame too large")
         self.length = length
         self.limit = limit
+
+
+class BadProxyHeader(ProtocolViolation):
+    """A connection from a trusted proxy did not start with a valid PROXY protocol
+    header (protocol.proxy); nothing it sent can be trusted, so it is closed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"bad PROXY protocol header: {reason}")
 
 
 class CommandError(HubbubError):
