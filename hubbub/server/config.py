@@ -283,6 +283,11 @@ def validate(config: Config, where: str) -> Config:
             ) from None
     if s.proxy_protocol and not s.trusted_proxies:
         raise ConfigError(f"{where}: [server] proxy_protocol needs trusted_proxies")
+    if s.proxy_protocol and s.tls_cert:
+        raise ConfigError(
+            f"{where}: [server] proxy_protocol does not combine with tls_cert "
+            "(the PROXY header precedes TLS): terminate TLS at the proxy"
+        )
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigError(f"{where}: [server] tls_cert and tls_key go together")
     return config

@@ -292,3 +292,6 @@ def test_trusted_proxies() -> None:
         load(None, {"HUBBUB_SERVER_TRUSTED_PROXIES": "nginx"})
     with pytest.raises(ConfigError, match="proxy_protocol needs trusted_proxies"):
         load(None, {"HUBBUB_SERVER_PROXY_PROTOCOL": "true"})
+    with pytest.raises(ConfigError, match="terminate TLS at the proxy"):
+        load(None, {**env, "HUBBUB_SERVER_PROXY_PROTOCOL": "1", "HUBBUB_SERVER_TLS_CERT": "c",
+                    "HUBBUB_SERVER_TLS_KEY": "k"})
