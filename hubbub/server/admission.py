@@ -6,6 +6,11 @@ slipped in while the listeners were closing for a drain, is *not admitted*:
 its transport refuses it with :meth:`Admission.refuse` — TCP at once, WebSocket
 right after the handshake so a browser sees the close code — with 3007 and an
 ``after`` spread over a few seconds, or 3001 while draining (PROTOCOL.md §5).
+
+Counts are by the client's address (``Connection.peer``): the peer's, or, from a
+``[server] trusted_proxies`` peer, the one its proxy gave (``server.proxies``): the
+transport admits a connection once it knows it — at once, after the PROXY header
+(TCP), or at the handshake request (WebSocket, X-Forwarded-For).
 """
 
 from __future__ import annotations

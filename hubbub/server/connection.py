@@ -55,8 +55,8 @@ class Services:
     admission: Admission
     commands: Commands
     clock: Callable[[], float]
-    #: Build and register a connection on a new transport; whether it was admitted.
-    accept: Callable[[asyncio.Transport, str, Format, Goodbye], tuple[Connection, bool]]
+    #: Build and register a connection on a new transport (not yet admitted).
+    accept: Callable[[asyncio.Transport, str, Format, Goodbye], Connection]
     #: The connection is gone: the node forgets it.
     forget: Callable[[Connection], None]
 
@@ -93,6 +93,8 @@ class Connection:
         self.transport = transport
         self.kind = kind  # "tcp" or "ws", the metrics label
         peer = transport.get_extra_info("peername")
+        #: The client's address: the peer's, or what a trusted proxy said
+        #: (``server.proxies``), set by the transport before admission counts it.
         self.peer: str = peer[0] if peer else ""
         self.goodbye = goodbye
         self.session = Session()

@@ -241,12 +241,13 @@ class Node:
 
     def accept(
         self, transport: asyncio.Transport, kind: str, fmt: Format, goodbye: Goodbye
-    ) -> tuple[Connection, bool]:
-        """Register a connection on a new transport, and whether admission let it
-        in (``server.admission``); its transport refuses one that was not."""
+    ) -> Connection:
+        """Register a connection on a new transport. Its transport asks
+        ``server.admission`` to admit it once it knows the client's address (at
+        once, or after a trusted proxy said it) and refuses one that is not."""
         conn = Connection(self.services, transport, kind, fmt, goodbye)
         self.connections[conn] = None
-        return conn, self.admission.admit(conn)
+        return conn
 
     def forget(self, conn: Connection) -> None:
         if conn not in self.connections:

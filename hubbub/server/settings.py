@@ -12,16 +12,19 @@ from __future__ import annotations
 from hubbub.cluster.broker import ChannelOptions
 from hubbub.protocol.channels import namespace_of
 from hubbub.server.config import Config, LimitsConfig, NamespaceConfig
+from hubbub.server.proxies import TrustedProxies
 
 
 class Settings:
     """``config`` and ``limits`` of the running node, and its namespace views."""
 
-    __slots__ = ("_options", "_policies", "config", "limits")
+    __slots__ = ("_options", "_policies", "config", "limits", "trusted")
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.limits: LimitsConfig = config.limits
+        #: ``[server] trusted_proxies``: whose word on the client's address counts.
+        self.trusted = TrustedProxies(config.server.trusted_proxies)
         self._options: dict[str, ChannelOptions] = {}
         self._policies: dict[str, str] = {}
 
@@ -29,6 +32,7 @@ class Settings:
         """Run with ``config`` from now on (a reload's plan, server.reload)."""
         self.config = config
         self.limits = config.limits
+        self.trusted = TrustedProxies(config.server.trusted_proxies)
         self._options.clear()
         self._policies.clear()
 

@@ -2,7 +2,9 @@
 
 Its read loop reads large chunks and decodes frames (``protocol.frames``);
 its close is the ``disconnect`` push (:func:`goodbye`) before the half-close
-every connection does (``Connection.disconnect``).
+every connection does (``Connection.disconnect``). With ``[server]
+proxy_protocol``, a connection from a trusted proxy first gives its PROXY
+protocol header (``protocol.proxy``): the client's address, admitted only then.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from hubbub.protocol.codes import DisconnectCode
 from hubbub.protocol.exceptions import FrameTooLarge, ProtocolViolation
 from hubbub.protocol.frames import FrameDecoder
 from hubbub.protocol.messages import push_disconnect
-from hubbub.server.connection import Services
+from hubbub.protocol.proxy import parse_header
+from hubbub.server.connection import Connection, Services
 from hubbub.server.outbox import Outbox
+from hubbub.server.proxies import parse_ip
 from hubbub.server.wire import Format
 
 READ_CHUNK = 65536
@@ -32,18 +36,22 @@ async def serve_tcp(
 ) -> None:
     """Read large chunks, decode frames, hand each message to the commands."""
     transport = cast(asyncio.Transport, writer.transport)  # start_server's are Transports
-    conn, admitted = services.accept(transport, "tcp", Format.TCP, goodbye)
-    if not admitted:
+    conn = services.accept(transport, "tcp", Format.TCP, goodbye)
+    settings = services.settings
+    proxied = settings.config.server.proxy_protocol and settings.trusted.trusts(conn.peer)
+    if not proxied and not services.admission.admit(conn):
         services.admission.refuse(conn)  # a connection limit (3007) or a drain: before reading
-    decoder = FrameDecoder(services.settings.limits.max_frame)
+    decoder = FrameDecoder(settings.limits.max_frame)
     handle = services.commands.handle
     stats_in = services.stats.bytes_in
     try:
+        data = await _proxy_header(services, conn, reader) if proxied else b""
         while conn.writable:
-            data = await reader.read(READ_CHUNK)
             if not data:
-                break
-            stats_in["tcp"] += len(data)
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    break
+                stats_in["tcp"] += len(data)
             try:
                 payloads = decoder.feed(data)
                 for payload in payloads:
@@ -53,6 +61,7 @@ async def serve_tcp(
                     await conn.outbox.pace(writer)
                 if decoder.error is not None and conn.writable:
                     raise decoder.error  # after the frames that came before it
+                data = b""
             except ProtocolViolation as exc:
                 if isinstance(exc, FrameTooLarge):
                     services.limits.hit("max_frame")
@@ -62,3 +71,33 @@ async def serve_tcp(
         pass
     finally:
         await conn.finish(reader)
+
+
+async def _proxy_header(
+    services: Services, conn: Connection, reader: asyncio.StreamReader
+) -> bytes:
+    """Read a trusted proxy's PROXY header, take the client's address from it and
+    admit the connection by it; the client's bytes that came after the header.
+    A missing or malformed header is 3004 (``handshake_timeout`` bounds the wait)."""
+    received = b""
+    while conn.writable:
+        data = await reader.read(READ_CHUNK)
+        if not data:
+            return b""
+        services.stats.bytes_in["tcp"] += len(data)
+        received += data
+        try:
+            parsed = parse_header(received)
+        except ProtocolViolation as exc:
+            conn.disconnect(exc.code, exc.reason)
+            return b""
+        if parsed is None:
+            continue
+        header, used = parsed
+        if header.source is not None:  # None: LOCAL/UNKNOWN, the peer stands
+            conn.peer = parse_ip(header.source[0]) or conn.peer
+        if not services.admission.admit(conn):
+            services.admission.refuse(conn)
+            return b""
+        return received[used:]
+    return b""

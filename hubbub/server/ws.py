@@ -8,7 +8,9 @@ size limit: a larger message is closed with 1009. Incoming messages are
 reassembled from their frames and decoded by their frame type (binary:
 msgpack, text: JSON). The WebSocket close is this transport's own
 (:func:`goodbye_for`): the ``disconnect`` push, then a close frame with the
-same code, before the half-close every connection does.
+same code, before the half-close every connection does. A connection from a
+``[server] trusted_proxies`` peer takes the client's address from the handshake's
+``X-Forwarded-For`` / ``X-Real-IP`` (``server.proxies``) and is admitted then.
 """
 
 from __future__ import annotations
@@ -143,7 +145,10 @@ async def serve_ws(
     message to the commands."""
     ws = _protocol(services.settings)
     transport = cast(asyncio.Transport, writer.transport)  # start_server's are Transports
-    conn, admitted = services.accept(transport, "ws", Format.WS_TEXT, goodbye_for(ws))
+    conn = services.accept(transport, "ws", Format.WS_TEXT, goodbye_for(ws))
+    # From a trusted proxy the client's address is in the handshake: admit it then.
+    forwarded = services.settings.trusted.trusts(conn.peer)
+    admitted = None if forwarded else services.admission.admit(conn)
     stats_in = services.stats.bytes_in
     messages = _Messages()
     try:
@@ -174,7 +179,7 @@ async def _events(
     services: Services,
     conn: Connection,
     ws: ServerProtocol,
-    admitted: bool,
+    admitted: bool | None,
     messages: _Messages,
     writer: asyncio.StreamWriter,
 ) -> None:
@@ -183,10 +188,12 @@ async def _events(
     handle = services.commands.handle
     for event in ws.events_received():
         if isinstance(event, Request):
+            if admitted is None:
+                admitted = _admit_forwarded(services, conn, event)
             _handshake(services, conn, ws, event)
             if not admitted and ws.state is WsState.OPEN:
-                # A connection limit (3007) or a drain, decided at accept:
-                # told right after the 101, so a browser sees the close code.
+                # A connection limit (3007) or a drain, decided at accept or
+                # at the request: told right after the 101, so a browser sees the close code.
                 _flush_protocol(conn, ws)
                 services.admission.refuse(conn)
                 return
@@ -222,6 +229,16 @@ def _count_protocol_close(services: Services, ws: ServerProtocol) -> None:
     services.metrics.disconnects.labels(str(code)).inc()
     if code == WS_MESSAGE_TOO_BIG:
         services.limits.hit("max_frame")
+
+
+def _admit_forwarded(services: Services, conn: Connection, request: Request) -> bool:
+    """A trusted proxy's handshake: the client's address from its forwarding
+    headers (``server.proxies``), then admission by that address."""
+    headers = request.headers
+    conn.peer = services.settings.trusted.forwarded_client(
+        conn.peer, headers.get_all("X-Forwarded-For"), headers.get("X-Real-IP")
+    )
+    return services.admission.admit(conn)
 
 
 def _handshake(services: Services, conn: Connection, ws: ServerProtocol, request: Request) -> None:

@@ -67,9 +67,10 @@ class NginxProc:
                 self.proc.wait(5)
 
 
-def start_nginx(conf: Path, listen: list[int], timeout: float = 10.0) -> NginxProc:
-    """Run nginx on ``conf`` in the foreground; returns once every port in
-    ``listen`` accepts connections."""
+def start_nginx(conf: Path, http_port: int, timeout: float = 10.0) -> NginxProc:
+    """Run nginx on ``conf`` in the foreground; returns once ``http_port``
+    accepts connections (the master binds every listener before that; a
+    ``stream {}`` port is not probed: a connection there goes to an upstream)."""
     prefix = conf.parent
     proc = subprocess.Popen(
         [system_tool("nginx"), "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
@@ -78,7 +79,7 @@ def start_nginx(conf: Path, listen: list[int], timeout: float = 10.0) -> NginxPr
     )
     nginx = NginxProc(proc, prefix)
     deadline = time.monotonic() + timeout
-    waiting = list(listen)
+    waiting = [http_port]
     while waiting:
         if proc.poll() is not None or time.monotonic() > deadline:
             nginx.stop()

@@ -19,6 +19,7 @@ import asyncio
 import json
 import signal
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ WAIT = 15.0
 @dataclass
 class Stack:
     redis: RedisProc
-    nginx: NginxProc
+    nginx: NginxProc | None
     nodes: list[NodeProc]
     ports: list[tuple[int, int]]  # (tcp, ws) of each node, fixed across restarts
     ws_port: int
@@ -85,10 +86,7 @@ class Stack:
             args=["--tcp", f"127.0.0.1:{tcp}", "--ws", f"127.0.0.1:{ws}",
                   "--node-id", f"node-{i}"],
         )
-        if i < len(self.nodes):
-            self.nodes[i] = node
-        else:
-            self.nodes.append(node)
+        self.nodes[i] = node
         return node
 
 
@@ -102,16 +100,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         prefix, ws=ws_port, tcp=tcp_port,
         upstream_ws=[ws for _, ws in ports], upstream_tcp=[tcp for tcp, _ in ports],
     )
-    nginx = start_nginx(conf, [ws_port, tcp_port])
-    s = Stack(redis, nginx, [], ports, ws_port, tcp_port)
+    s = Stack(redis, None, [None] * 3, ports, ws_port, tcp_port)  # type: ignore[list-item]
     try:
-        for i in range(3):
-            s.start(i)
+        with ThreadPoolExecutor(3) as pool:  # start the three at once
+            list(pool.map(s.start, range(3)))
+        s.nginx = start_nginx(conf, ws_port)  # after the nodes: none is marked down
         yield s
     finally:
         for node in s.nodes:
-            node.stop()
-        nginx.stop()
+            if node is not None:
+                node.stop()
+        if s.nginx is not None:
+            s.nginx.stop()
         redis.stop()
 
 

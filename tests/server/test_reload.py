@@ -6,6 +6,7 @@ from typing import Any
 
 from hubbub.server.config import Config, from_mapping
 from hubbub.server.reload import plan
+from hubbub.server.settings import Settings
 
 BASE: dict[str, dict[str, Any]] = {
     "server": {"tcp": "127.0.0.1:7400", "tls_cert": "a.pem", "tls_key": "a.key"},
@@ -110,3 +111,16 @@ def test_a_new_namespace_with_storage_needs_a_restart() -> None:
     result = plan(old, new)
     assert result.needs_restart == ("namespaces.feed.presence",)
     assert result.config.namespace("feed").presence is False
+
+
+def test_trusted_proxies_change_live_proxy_protocol_needs_a_restart() -> None:
+    old = _config()
+    new = _config(server={"trusted_proxies": ["10.0.0.0/8"], "proxy_protocol": True})
+    result = plan(old, new)
+    assert result.changed == ("server.trusted_proxies",)
+    assert result.needs_restart == ("server.proxy_protocol",)
+    settings = Settings(old)
+    assert not settings.trusted.trusts("10.1.2.3")
+    settings.update(result.config)
+    assert settings.trusted.trusts("10.1.2.3")
+    assert settings.config.server.proxy_protocol is False
