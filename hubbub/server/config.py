@@ -51,6 +51,8 @@ class ServerConfig:
     X-Forwarded-For / X-Real-IP on WebSocket, the PROXY protocol on TCP."""
     proxy_protocol: bool = False
     """TCP connections from trusted_proxies start with a PROXY protocol v1/v2 header."""
+    demo: bool = False
+    """Serve the demo chat at / of the WebSocket listener (hubbub.js is always served)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from hubbub.protocol.codec import SUBPROTOCOLS, Encoding, decode_json, decode_ms
 from hubbub.protocol.codes import WS_MESSAGE_TOO_BIG, DisconnectCode
 from hubbub.protocol.exceptions import ProtocolViolation
 from hubbub.protocol.messages import push_disconnect
+from hubbub.server import static
 from hubbub.server.connection import Connection, Goodbye, Services
 from hubbub.server.outbox import Outbox
 from hubbub.server.settings import Settings
@@ -242,12 +243,13 @@ def _admit_forwarded(services: Services, conn: Connection, request: Request) -> 
 
 
 def _handshake(services: Services, conn: Connection, ws: ServerProtocol, request: Request) -> None:
-    """Answer the HTTP upgrade: 404 off ``/ws``, else accept (origin and
-    subprotocol checked by the protocol) and pick the wire format."""
+    """Answer the HTTP upgrade: off ``/ws`` a web file or 404 (server/static.py),
+    else accept (origin and subprotocol checked by the protocol) and pick the
+    wire format."""
     path = request.path.split("?", 1)[0]
     response: Any
     if path != WS_PATH:
-        response = ws.reject(404, "Not Found: hubbub's WebSocket endpoint is /ws\n")
+        response = static.respond(request, services.settings.config.server.demo)
     else:
         response = ws.accept(request)
     ws.send_response(response)

@@ -128,3 +128,13 @@ def test_python_dash_m_hubbub_runs_the_cli() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "hubbub" in done.stdout + done.stderr
+
+
+def test_wheel_holds_the_web_files_of_the_repository(wheel: Path) -> None:
+    """hubbub/web is a symlink to web/ (docs/decisions.md): the wheel carries real copies."""
+    web = ROOT / "web"
+    expected = ["hubbub.js", "hubbub.d.ts", "vendor/msgpack.mjs", "vendor/msgpack.LICENSE"]
+    expected += [f"demo/{p.name}" for p in (web / "demo").iterdir()]
+    with zipfile.ZipFile(wheel) as zf:
+        for name in expected:
+            assert zf.read(f"hubbub/web/{name}") == (web / name).read_bytes(), name

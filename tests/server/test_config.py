@@ -120,6 +120,8 @@ def test_shipped_config_loads() -> None:
     assert chat.history_size == 100 and chat.presence and chat.join_leave
     assert config.namespace("other") == config.namespace("default")
     assert config.limits.max_frame == 65536
+    assert config.server.demo is True  # `make run` shows the demo; the built-in default is off
+    assert load(None, {}).server.demo is False
 
 
 @pytest.mark.parametrize(
