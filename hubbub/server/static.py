@@ -7,7 +7,8 @@ which is the repository's ``web/``: docs/decisions.md), read once into memory:
 a request path is looked up in that fixed table and never joined to a
 filesystem path, so no request reaches another file. Responses carry
 ``Content-Type``, an ``ETag`` (a ``304`` answers a matching ``If-None-Match``)
-and ``Cache-Control: no-cache``; any other path, and a WebSocket upgrade to any
+and ``Cache-Control: no-cache`` and ``Access-Control-Allow-Origin: *`` (a page of
+another origin may import ``hubbub.js`` as a module); any other path, and a WebSocket upgrade to any
 path but ``/ws``, is a 404.
 """
 
@@ -91,7 +92,12 @@ def respond(request: Request, demo: bool) -> Response:
             [("Content-Length", str(len(body))), ("Content-Type", "text/plain; charset=utf-8")],
             body,
         )
-    common = [("ETag", found.etag), ("Cache-Control", "no-cache")]
+    # Public files: pages of other origins may import hubbub.js (module scripts use CORS).
+    common = [
+        ("ETag", found.etag),
+        ("Cache-Control", "no-cache"),
+        ("Access-Control-Allow-Origin", "*"),
+    ]
     tags = _etags(request.headers.get("If-None-Match", ""))
     if found.etag in tags or "*" in tags:
         return _response(http.HTTPStatus.NOT_MODIFIED, common, b"")

@@ -90,6 +90,7 @@ def test_etag_and_304(demo_node: NodeProc) -> None:
     first = get(demo_node, "/hubbub.js")
     etag = first.getheader("ETag")
     assert etag and first.getheader("Cache-Control") == "no-cache"
+    assert first.getheader("Access-Control-Allow-Origin") == "*"  # importable from any page
     again = get(demo_node, "/hubbub.js", {"If-None-Match": etag})
     assert again.status == 304 and again.getheader("ETag") == etag
     assert get(demo_node, "/hubbub.js", {"If-None-Match": f'"other", W/{etag}'}).status == 304

@@ -43,7 +43,10 @@ $("join-form").addEventListener("submit", async (event) => {
 async function start(encoding) {
   client = demo.client = new Client(urls, { name: me, encoding, version: "demo" });
   client.on("state", showState);
-  client.on("connected", (info) => ($("node-id").textContent = info.node));
+  client.on("connected", (info) => {
+    $("node-id").textContent = info.node;
+    myIds.add(info.client);
+  });
   await client.connect();
   $("join").hidden = true;
   document.querySelector(".tabs").hidden = false;
@@ -69,7 +72,7 @@ async function loadHistory(reload) {
   if (reload) {
     messages.clear();
     $("messages").replaceChildren();
-    systemLine("Some messages could not be recovered: history reloaded.");
+    systemLine("Some messages could not be recovered: history reloaded.", "warn");
   }
   const { publications } = await client.history(room, { limit: 50 });
   for (const p of publications) addMessage(p);
@@ -80,9 +83,9 @@ function onSubscribed(event) {
   demo.recoveries.push(event);
   refreshPresence();
   if (event.recovered) {
-    const what = event.missed === 1 ? "1 missed message" : `${event.missed} missed messages`;
-    toast(`Reconnected to node ${client.info.node} · recovered ${what}`);
-    systemLine(`Reconnected to node ${client.info.node} — recovered ${what}.`);
+    const what = event.missed === 0 ? "nothing missed" : `recovered ${event.missed} missed message${event.missed === 1 ? "" : "s"}`;
+    toast(`Reconnected to node ${client.info.node} · ${what}`);
+    systemLine(`Reconnected to node ${client.info.node} — ${what}.`, "good");
   }
 }
 
@@ -125,8 +128,8 @@ function addMessage(p) {
   list.scrollTop = list.scrollHeight;
 }
 
-function systemLine(text) {
-  const li = el("li", "system", text);
+function systemLine(text, kind = "") {
+  const li = el("li", `system ${kind}`, text);
   $("messages").append(li);
   $("messages").scrollTop = $("messages").scrollHeight;
 }
@@ -138,17 +141,33 @@ async function refreshPresence() {
   } catch {
     return; // reconnecting: the re-subscribe refreshes it
   }
-  const people = Object.entries(clients).map(([id, c]) => ({ id, name: String(c.info?.name ?? c.user ?? id) }));
+  const people = Object.entries(clients)
+    .filter(([id]) => id === client.clientId || !myIds.has(id)) // not this page's old connection
+    .map(([id, c]) => ({ id, name: String(c.info?.name ?? c.user ?? id) }));
   people.sort((a, b) => a.name.localeCompare(b.name));
   const items = people.map(({ id, name }) => {
     const li = el("li", id === client.clientId ? "me" : "");
     const avatar = el("span", "avatar small", name.slice(0, 1).toUpperCase());
     avatar.style.background = color(name);
-    li.append(avatar, el("span", "", name + (id === client.clientId ? " (you)" : "")));
+    li.append(avatar, el("span", "name", name + (id === client.clientId ? " (you)" : "")));
     return li;
   });
   $("presence").replaceChildren(...items);
+  announce(people);
   $("online-count").textContent = String(people.length);
+}
+
+let present = null; // client id -> name, as last shown
+const myIds = new Set(); // this page's client ids, one per connection
+
+/** "Bob joined" / "Bob left" lines from the difference with the last presence list. */
+function announce(people) {
+  const now = new Map(people.map(({ id, name }) => [id, name]));
+  if (present !== null) {
+    for (const [id, name] of now) if (!present.has(id) && !myIds.has(id)) systemLine(`${name} joined`);
+    for (const [id, name] of present) if (!now.has(id) && !myIds.has(id)) systemLine(`${name} left`);
+  }
+  present = now;
 }
 
 // -- connection indicator ------------------------------------------------------------
@@ -167,7 +186,7 @@ function showState(state) {
   $("status").className = `status ${reconnecting ? "reconnecting" : state}`;
   $("status-text").textContent = label;
   if (state === "connecting" && reconnecting) {
-    systemLine(`Connection lost${client.lastDisconnect?.code ? ` (${client.lastDisconnect.code})` : ""} — reconnecting…`);
+    systemLine(`Connection lost${client.lastDisconnect?.code ? ` (${client.lastDisconnect.code})` : ""} — reconnecting…`, "warn");
   }
 }
 
