@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from hubbub.server.exceptions import InvalidTransition
+from hubbub.server.session import Machine
 
 
 class NodeState(Enum):
@@ -40,22 +40,17 @@ TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
 }
 
 
-class Lifecycle:
+class Lifecycle(Machine[NodeState]):
     """Holds the node's state and enforces :data:`TRANSITIONS`; shared read-only
     with the parts that refuse work while draining (admission, commands)."""
 
-    __slots__ = ("state",)
+    __slots__ = ()
+    table = TRANSITIONS
+    subject = "node "
 
     def __init__(self) -> None:
-        self.state = NodeState.NEW
+        super().__init__(NodeState.NEW)
 
     @property
     def draining(self) -> bool:
         return self.state.draining
-
-    def to(self, new: NodeState) -> None:
-        if new is self.state:
-            return
-        if new not in TRANSITIONS[self.state]:
-            raise InvalidTransition(f"node {self.state.value} -> {new.value}")
-        self.state = new

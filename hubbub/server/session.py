@@ -11,8 +11,11 @@ flag of their own.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any, ClassVar, Generic, TypeVar
 
 from hubbub.server.exceptions import InvalidTransition
+
+S = TypeVar("S", bound=Enum)
 
 
 class State(Enum):
@@ -38,17 +41,34 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
-class Session:
-    """Holds one connection's state and enforces :data:`TRANSITIONS`."""
+class Machine(Generic[S]):
+    """A state and the table it moves by: :meth:`to` is the only way it changes
+    (the session's, and the node's in ``server.lifecycle``)."""
 
     __slots__ = ("state",)
 
-    def __init__(self) -> None:
-        self.state = State.CONNECTING
+    #: state -> the states it may move to
+    table: ClassVar[dict[Any, frozenset[Any]]]
+    #: what the state is of, in an InvalidTransition's message ("" for a session)
+    subject: ClassVar[str] = ""
 
-    def to(self, new: State) -> None:
-        if new is self.state:
+    def __init__(self, state: S) -> None:
+        self.state = state
+
+    def to(self, new: S) -> None:
+        old = self.state
+        if new is old:
             return
-        if new not in TRANSITIONS[self.state]:
-            raise InvalidTransition(f"{self.state.value} -> {new.value}")
+        if new not in self.table[old]:
+            raise InvalidTransition(f"{self.subject}{old.value} -> {new.value}")
         self.state = new
+
+
+class Session(Machine[State]):
+    """Holds one connection's state and enforces :data:`TRANSITIONS`."""
+
+    __slots__ = ()
+    table = TRANSITIONS
+
+    def __init__(self) -> None:
+        super().__init__(State.CONNECTING)
