@@ -51,13 +51,14 @@ RULES: dict[str, Rule] = {
         ours=("hubbub.cluster", "hubbub.protocol", "hubbub.log"),
         third_party=frozenset({"redis", "hiredis"}),
     ),
-    # The node sees the broker interface and the factory, never an engine.
+    # The node sees the broker interface, its errors and the factory, never an engine.
     "hubbub.server": Rule(
         ours=(
             "hubbub.server",
             "hubbub.protocol",
             "hubbub.log",
             "hubbub.cluster.broker",
+            "hubbub.cluster.exceptions",
             "hubbub.cluster.factory",
         ),
         third_party=frozenset(

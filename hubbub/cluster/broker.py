@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.exceptions import CommandError, PositionGone
+# The interface raises it; importable from here as well as from its tree.
+from hubbub.cluster.exceptions import BrokerUnavailable as BrokerUnavailable
+from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 
 
@@ -95,13 +96,6 @@ class BackendState:
     subscriber_connected: bool
     reconnects: int
     reader_restarts: int
-
-
-class BrokerUnavailable(CommandError):
-    """The broker cannot take the operation now (503): never a silent loss."""
-
-    def __init__(self, message: str = "broker unavailable") -> None:
-        super().__init__(ErrorCode.UNAVAILABLE, message)
 
 
 class BrokerHandler(Protocol):

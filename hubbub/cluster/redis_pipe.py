@@ -7,7 +7,7 @@ share one write (DESIGN.md "The hot path", point 4). One connection per shard
 carries every publish, history read and presence call of the node.
 
 Failure is loud and fast: a broken connection fails every command in flight
-with :class:`~cluster.broker.BrokerUnavailable` and reports the error (the
+with :class:`~cluster.exceptions.BrokerUnavailable` and reports the error (the
 shard is then known down and later commands fail at once until a health check
 succeeds); a command without a reply after ``timeout`` seconds (checked by the
 shard's watchdog through :meth:`Pipe.check`) breaks the connection the same way.
@@ -24,7 +24,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from hubbub.cluster.broker import BrokerUnavailable
+from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.redis_conn import ConnectionFactory, Writer, close_quietly, connect
 
 

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from redis.asyncio.connection import AbstractConnection
 
 from hubbub import log
-from hubbub.cluster.broker import BrokerHandler, BrokerUnavailable
+from hubbub.cluster.broker import BrokerHandler
+from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.redis_conn import (
     ConnectionFactory,
     Supervised,

@@ -29,7 +29,8 @@ from redis.exceptions import (
 )
 
 from hubbub import log
-from hubbub.cluster.broker import BrokerHandler, BrokerUnavailable
+from hubbub.cluster.broker import BrokerHandler
+from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.redis_conn import (
     Supervised,
     close_quietly,

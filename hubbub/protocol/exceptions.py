@@ -6,8 +6,14 @@ Like h11, an error says whose fault it is and what to send back::
      ├── ProtocolViolation      the peer broke framing or encoding: disconnect (3004)
      │    ├── FrameTooLarge      a TCP length header over ``max_frame``
      │    └── BadProxyHeader     a trusted proxy's PROXY protocol header is missing or malformed
-     └── CommandError           one command failed: reply with ``code`` (4xx/5xx)
-          └── PositionGone       ``since`` is no longer in history (410)
+     ├── CommandError           one command failed: reply with ``code`` (4xx/5xx)
+     │    ├── PositionGone       ``since`` is no longer in history (410)
+     │    └── BrokerUnavailable  the broker cannot take it now (503; ``hubbub.cluster.exceptions``)
+     └── WebSocketError         seen by a client: the server broke RFC 6455 or refused
+                                the upgrade (``protocol.wsclient``)
+
+The node's own errors (``ConfigError``, ``InvalidTransition``) are in
+``hubbub.server.exceptions``; the client's in ``hubbub.client``.
 """
 
 from __future__ import annotations
@@ -76,3 +82,7 @@ class PositionGone(CommandError):
 
     def __init__(self, message: str = "position is no longer in history") -> None:
         super().__init__(ErrorCode.GONE, message)
+
+
+class WebSocketError(HubbubError):
+    """The server broke the WebSocket protocol (or refused the upgrade)."""

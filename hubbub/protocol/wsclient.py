@@ -16,14 +16,12 @@ import hashlib
 import os
 import struct
 
+from hubbub.protocol.exceptions import WebSocketError
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Longest handshake response accepted.
 MAX_HEAD = 16384
-
-
-class WebSocketError(Exception):
-    """The server broke the WebSocket protocol (or refused the upgrade)."""
 
 
 def accept_for(key: str) -> str:

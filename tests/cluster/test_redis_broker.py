@@ -14,7 +14,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from hubbub.cluster.broker import BrokerUnavailable, ChannelOptions, ClientInfo
+from hubbub.cluster.broker import ChannelOptions, ClientInfo
+from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_layout import Keys
 from hubbub.cluster.redis_scripts import ALL as ALL_SCRIPTS

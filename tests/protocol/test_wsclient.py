@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from hubbub.protocol.exceptions import WebSocketError
 from hubbub.protocol.frames import ws_server_frame
 from hubbub.protocol.wsclient import (
     OP_BINARY,
@@ -14,7 +15,6 @@ from hubbub.protocol.wsclient import (
     OP_TEXT,
     ClientHandshake,
     FrameParser,
-    WebSocketError,
     accept_for,
     client_frame,
     frame_bounds,

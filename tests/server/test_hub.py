@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from hubbub.cluster.broker import BrokerUnavailable, ChannelOptions, ClientInfo, Publication
+from hubbub.cluster.broker import ChannelOptions, ClientInfo, Publication
+from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.memory import MemoryBroker
 from hubbub.protocol.codec import decode_msgpack
 from hubbub.protocol.frames import FrameDecoder
