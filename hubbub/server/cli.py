@@ -18,9 +18,14 @@ import signal
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from hubbub import log
-from hubbub.server.config import Config, ConfigError, from_env, load
+from hubbub.server.config import Config, from_env, load
+from hubbub.server.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from hubbub.server.node import Node
 
 
 def _version() -> str:
@@ -79,6 +84,60 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+class _Signals:
+    """SIGTERM/SIGINT drain the node (a second one closes at once); SIGHUP applies
+    ``reread()`` with :meth:`Node.reload`. Signals that come before the node is up
+    (it logs ``listening`` from inside ``start``, and a supervisor may signal at
+    once) are acted on as soon as it is (:meth:`started`)."""
+
+    def __init__(self, node: Node, reread: Callable[[], Config] | None) -> None:
+        self.node = node
+        self.reread = reread
+        self.stops = 0
+        self.early: list[str] | None = []
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.on_reload)
+
+    def started(self) -> None:
+        """The node is up: act on the signals that came before."""
+        pending, self.early = self.early or [], None
+        for signame in pending:
+            if signame == "SIGHUP":
+                self.on_reload()
+            else:
+                self.on_stop(signame)
+
+    def on_stop(self, signame: str) -> None:
+        if self.early is not None:
+            self.early.append(signame)
+            return
+        self.stops += 1
+        node = self.node
+        if self.stops == 1:
+            log.info("signal", signal=signame, action="drain")
+            node.spawn_root(node.drain())
+        else:
+            log.info("signal", signal=signame, action="close now")
+            node.spawn_root(node.stop())
+
+    def on_reload(self) -> None:
+        if self.early is not None:
+            self.early.append("SIGHUP")
+            return
+        if self.reread is None or self.node.draining:
+            return
+        log.info("signal", signal="SIGHUP", action="reload")
+        try:
+            fresh = self.reread()
+        except ConfigError as exc:
+            log.error("reload_failed", error=str(exc))  # keep running as configured
+            return
+        self.node.reload(fresh)
+
+
 async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     """Run a node until it has drained after a signal; SIGHUP applies
     ``reread()`` (the config file again) with :meth:`Node.reload`."""
@@ -90,41 +149,8 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
         config = dataclasses.replace(config, server=server)
     broker = make_broker(config.broker.redis, node_id=config.server.node_id)
     node = Node(config, broker)
-    loop = asyncio.get_running_loop()
-    signals = {"count": 0}
-    # Signals before the node is up (it logs `listening` from inside start, and
-    # a supervisor may signal at once) are acted on as soon as it is.
-    early: list[str] | None = []
-
-    def on_signal(signame: str) -> None:
-        if early is not None:
-            early.append(signame)
-            return
-        signals["count"] += 1
-        if signals["count"] == 1:
-            log.info("signal", signal=signame, action="drain")
-            node.spawn_root(node.drain())
-        else:
-            log.info("signal", signal=signame, action="close now")
-            node.spawn_root(node.stop())
-
-    def on_reload() -> None:
-        if early is not None:
-            early.append("SIGHUP")
-            return
-        if reread is None or node.draining:
-            return
-        log.info("signal", signal="SIGHUP", action="reload")
-        try:
-            fresh = reread()
-        except ConfigError as exc:
-            log.error("reload_failed", error=str(exc))  # keep running as configured
-            return
-        node.reload(fresh)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    signals = _Signals(node, reread)
+    signals.install(asyncio.get_running_loop())
     try:
         await node.start()
     except OSError as exc:
@@ -133,12 +159,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     except ConfigError as exc:
         log.error("config_error", error=str(exc))
         return 1
-    pending, early = early or [], None
-    for signame in pending:
-        if signame == "SIGHUP":
-            on_reload()
-        else:
-            on_signal(signame)
+    signals.started()
     await node.wait_stopped()
     return 0
 

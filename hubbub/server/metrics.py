@@ -157,31 +157,35 @@ class _StatsCollector(Collector):
             "1 while /readyz answers 200 (not draining, broker up).",
             value=g["ready"],
         )
-        backends = g.get("backends", [])
-        up = GaugeMetricFamily(
-            "hubbub_broker_shard_up", "1 when the shard answers health checks.", labels=["shard"]
-        )
-        sub = GaugeMetricFamily(
-            "hubbub_broker_pubsub_connected",
-            "1 while the shard's pub/sub connection is open.",
-            labels=["shard"],
-        )
-        reconnects = CounterMetricFamily(
-            "hubbub_broker_pubsub_reconnects",
-            "Pub/sub (re)connections per shard.",
-            labels=["shard"],
-        )
-        restarts = CounterMetricFamily(
-            "hubbub_broker_reader_restarts",
-            "Pub/sub reader tasks restarted after dying.",
-            labels=["shard"],
-        )
-        for b in backends:
-            up.add_metric([b.name], 1 if b.up else 0)
-            sub.add_metric([b.name], 1 if b.subscriber_connected else 0)
-            reconnects.add_metric([b.name], b.reconnects)
-            restarts.add_metric([b.name], b.reader_restarts)
-        yield from (up, sub, reconnects, restarts)
+        yield from _backend_families(g.get("backends", []))
+
+
+def _backend_families(backends: list[Any]) -> tuple[Any, ...]:
+    """The broker's backends (Redis shards), one sample per shard in each family."""
+    up = GaugeMetricFamily(
+        "hubbub_broker_shard_up", "1 when the shard answers health checks.", labels=["shard"]
+    )
+    sub = GaugeMetricFamily(
+        "hubbub_broker_pubsub_connected",
+        "1 while the shard's pub/sub connection is open.",
+        labels=["shard"],
+    )
+    reconnects = CounterMetricFamily(
+        "hubbub_broker_pubsub_reconnects",
+        "Pub/sub (re)connections per shard.",
+        labels=["shard"],
+    )
+    restarts = CounterMetricFamily(
+        "hubbub_broker_reader_restarts",
+        "Pub/sub reader tasks restarted after dying.",
+        labels=["shard"],
+    )
+    for b in backends:
+        up.add_metric([b.name], 1 if b.up else 0)
+        sub.add_metric([b.name], 1 if b.subscriber_connected else 0)
+        reconnects.add_metric([b.name], b.reconnects)
+        restarts.add_metric([b.name], b.reader_restarts)
+    return (up, sub, reconnects, restarts)
 
 
 class Metrics:
