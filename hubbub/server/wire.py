@@ -20,9 +20,6 @@ class Format(IntEnum):
     WS_TEXT = 2  # WebSocket text message of JSON (hubbub.v1.json, the default)
 
 
-FORMATS = (Format.TCP, Format.WS_BINARY, Format.WS_TEXT)
-
-
 def encode_for(fmt: Format, message: dict[str, Any]) -> bytes:
     """One message as bytes ready for a transport of format ``fmt``."""
     if fmt is Format.TCP:
