@@ -88,5 +88,5 @@ async def node_parts(**tables: dict[str, Any]) -> AsyncIterator[Node]:
 def connect(node: Node, peer: str = "10.0.0.1") -> tuple[Connection, FakeTransport, bool]:
     """A new TCP connection on a fake transport, and whether it was admitted."""
     transport = FakeTransport(peer)
-    conn, admitted = node.accept(transport, "tcp", Format.TCP, tcp.goodbye)  # type: ignore[arg-type]
-    return conn, transport, admitted
+    conn = node.accept(transport, "tcp", Format.TCP, tcp.goodbye)  # type: ignore[arg-type]
+    return conn, transport, node.admission.admit(conn)
