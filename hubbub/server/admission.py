@@ -15,6 +15,7 @@ transport admits a connection once it knows it — at once, after the PROXY head
 
 from __future__ import annotations
 
+import heapq
 import random
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,11 @@ class Admission:
         conn.disconnect(
             DisconnectCode.CONNECTION_LIMIT, after=connection_limit_after(), abort_after=1.0
         )
+
+    def top_clients(self, count: int = 5) -> list[dict[str, object]]:
+        """The client addresses with the most admitted connections (``/api/nodes``)."""
+        top = heapq.nlargest(count, self.per_ip.items(), key=lambda item: item[1])
+        return [{"address": ip, "connections": n} for ip, n in top]
 
     def release(self, conn: Connection) -> None:
         """``conn`` is gone: give its place back."""

@@ -332,6 +332,7 @@ class Node:
             "connections": len(self.connections),
             "subscriptions": sum(len(c.subs) for c in self.connections),
             "draining": self.draining,
+            "top_clients": self.admission.top_clients(),
         }
 
     def _gauges(self) -> dict[str, Any]:
