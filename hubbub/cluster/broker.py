@@ -120,6 +120,11 @@ class Broker(ABC):
 
     #: Short engine name for logs and metrics ("memory", "redis").
     name: str = "broker"
+    #: Whether :meth:`publish` waits on a round trip to a backend. The node then
+    #: keeps several of one connection's publishes in flight at once, in order
+    #: (server.commands), so a backend sees them back to back and the node fans
+    #: them out together; an engine that publishes synchronously gains nothing.
+    pipelined: bool = False
 
     @abstractmethod
     async def start(self, handler: BrokerHandler) -> None:

@@ -53,6 +53,7 @@ class RedisBroker(Broker):
     """The broker of a cluster: one or more Redis servers (shards) shared by every node."""
 
     name = "redis"
+    pipelined = True
 
     #: Seconds :meth:`start` waits for the pub/sub connections before returning.
     start_timeout: float = 2.0

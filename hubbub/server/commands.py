@@ -6,10 +6,21 @@ the session state (``connect`` first), runs the op's handler from
 :data:`HANDLERS` and sends its reply or error. Transports await each message
 before reading the next, so replies go out in the order commands arrived and a
 busy connection is not read further (DESIGN.md "Backpressure").
+
+One exception, for throughput: on a broker whose publish waits on a round trip
+(``Broker.pipelined``, Redis), a ``publish`` runs as a task and the next
+command is read at once, up to :data:`MAX_INFLIGHT` publishes per connection.
+A publisher's commands then reach Redis back to back instead of one per round
+trip, and their publications come back on the pub/sub connection together, so
+one fan-out and one ``send()`` per subscriber carry several of them
+(docs/decisions.md). Order is kept: a finished publish's reply waits for the
+ones before it, and any other command, or any other reply, waits until every
+publish in flight has answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -47,6 +58,9 @@ from hubbub.server.settings import Settings
 
 if TYPE_CHECKING:
     from hubbub.server.connection import Connection
+
+#: Publishes of one connection in flight at once before it is read further.
+MAX_INFLIGHT = 64
 
 Reply = dict[str, Any]
 #: A command's handler: the ``ok`` of its reply, or None when it replied itself.
@@ -89,6 +103,7 @@ class Commands:
         try:
             command = parse_command(message)
         except CommandError as exc:
+            await self.settle(conn)
             self._unparsable(conn, message, exc)
             return
         conn.timers.activity()
@@ -96,6 +111,7 @@ class Commands:
         if op != "pong":  # PROTOCOL.md §2: pong never counts against the limit
             verdict = self.limits.command(conn.limiter, self.clock())
             if verdict != ADMIT:
+                await self.settle(conn)
                 self._refuse(conn, verdict, command.id, op, op)
                 return
         state = conn.session.state
@@ -103,6 +119,10 @@ class Commands:
             if state is State.CONNECTING:
                 conn.disconnect(DisconnectCode.PROTOCOL_ERROR, "connect first")
             return
+        if self.broker.pipelined and isinstance(command, Publish):
+            await self._pipeline(conn, command, started)
+            return
+        await self.settle(conn)
         result = "ok"
         try:
             ok = await HANDLERS[op](self, conn, command)
@@ -126,6 +146,53 @@ class Commands:
             internal = CommandError(ErrorCode.INTERNAL, "internal error")
             self._answer_error(conn, command.id, internal, op)
         self.metrics.command(op, result, time.perf_counter() - started)
+
+    # -- publishes in flight (Broker.pipelined) -------------------------------
+
+    async def _pipeline(self, conn: Connection, cmd: Publish, started: float) -> None:
+        """Start ``cmd`` and return without waiting for the broker, unless the
+        connection already has :data:`MAX_INFLIGHT` publishes in flight."""
+        inflight = conn.inflight
+        if len(inflight) >= MAX_INFLIGHT:
+            await asyncio.wait((inflight[0],))
+            self._answer_inflight(conn)
+        task = asyncio.get_running_loop().create_task(self._publish_reply(conn, cmd, started))
+        inflight.append(task)
+        task.add_done_callback(lambda _: self._answer_inflight(conn))
+
+    async def _publish_reply(self, conn: Connection, cmd: Publish, started: float) -> Reply | None:
+        """Run one publish; the message to answer it with (None: nothing to send)."""
+        result = "ok"
+        answer: Reply | None = None
+        try:
+            ok = await self.publish(conn, cmd)
+            if cmd.id is not None:
+                answer = reply_ok(cmd.id, ok)
+        except CommandError as exc:
+            result = str(int(exc.code))
+            answer = self._error_message(cmd.id, exc, "publish")
+        except Exception:
+            result = "500"
+            log.error("command_failed", exc_info=True, op="publish", client=conn.client_id)
+            internal = CommandError(ErrorCode.INTERNAL, "internal error")
+            answer = self._error_message(cmd.id, internal, "publish")
+        self.metrics.command("publish", result, time.perf_counter() - started)
+        return answer
+
+    @staticmethod
+    def _answer_inflight(conn: Connection) -> None:
+        """Send the answers of the finished publishes at the head, in order."""
+        inflight = conn.inflight
+        while inflight and inflight[0].done():
+            answer = inflight.pop(0).result()
+            if answer is not None and conn.writable:
+                conn.outbox.send(answer)
+
+    async def settle(self, conn: Connection) -> None:
+        """Wait until every publish in flight on ``conn`` has answered."""
+        while conn.inflight:
+            await asyncio.wait((conn.inflight[-1],))
+            self._answer_inflight(conn)
 
     def _unparsable(self, conn: Connection, message: dict[str, Any], exc: CommandError) -> None:
         """A message that is not a valid command: 3004 before ``connect``, else a
@@ -155,13 +222,19 @@ class Commands:
         self._answer_error(conn, command_id, exc, op)
         self.metrics.command(label, "429", 0.0)
 
+    @classmethod
+    def _answer_error(
+        cls, conn: Connection, command_id: int | None, exc: CommandError, op: Any
+    ) -> None:
+        conn.outbox.send(cls._error_message(command_id, exc, op))
+
     @staticmethod
-    def _answer_error(conn: Connection, command_id: int | None, exc: CommandError, op: Any) -> None:
+    def _error_message(command_id: int | None, exc: CommandError, op: Any) -> Reply:
+        """A failed command's reply, or its ``error`` push when it had no id."""
         if command_id is not None:
-            conn.outbox.send(reply_error(command_id, exc.code, exc.message, exc.extra))
-        else:
-            op_name = op if isinstance(op, str) else None
-            conn.outbox.send(push_error(exc.code, exc.message, op_name, exc.extra))
+            return reply_error(command_id, exc.code, exc.message, exc.extra)
+        op_name = op if isinstance(op, str) else None
+        return push_error(exc.code, exc.message, op_name, exc.extra)
 
     # -- leaving -----------------------------------------------------------
 

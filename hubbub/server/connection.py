@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hubbub import log
 from hubbub.cluster.broker import ClientInfo
@@ -69,6 +69,7 @@ class Connection:
         "client_id",
         "goodbye",
         "identity",
+        "inflight",
         "info",
         "kind",
         "limiter",
@@ -107,6 +108,8 @@ class Connection:
         self.identity: Identity = ANONYMOUS
         self.info: ClientInfo | None = None
         self.subs: dict[str, None] = {}
+        #: Publishes still waiting on the broker, oldest first (server.commands).
+        self.inflight: list[asyncio.Task[dict[str, Any] | None]] = []
 
     @property
     def writable(self) -> bool:
