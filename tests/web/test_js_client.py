@@ -31,7 +31,7 @@ def test_client_under_node_test_runner(redis_server: RedisProc) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=110,  # under the suite's 120 s per test
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output

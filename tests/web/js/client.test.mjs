@@ -68,6 +68,35 @@ describe("pure logic", () => {
     assert.deepEqual(sub.position, { offset: 1, epoch: "e2" });
   });
 
+  test("after a lag the gap is read from history (paged) before the live ones", async () => {
+    const client = new Client("ws://unused/ws");
+    const sub = new Subscription(client, "chat:x");
+    client.subscriptions.set("chat:x", sub);
+    const seen = collect(sub);
+    sub._applySubscribe({ offset: 3, epoch: "e" }, false);
+    const ws = { readyState: 1 };
+    client._ws = ws;
+    const entry = (offset) => ({ channel: "chat:x", data: offset, offset, epoch: "e", sender: null });
+    const pages = [[entry(4), entry(5)], [entry(6), entry(7)]];
+    const asked = [];
+    let release;
+    const gate = new Promise((r) => (release = r));
+    client._history = async (channel, since) => {
+      asked.push(since.offset);
+      await gate;
+      return { publications: pages.shift() ?? [], position: { offset: 7, epoch: "e" } };
+    };
+    client._dispatch(ws, { push: "lag", channel: "chat:x", dropped: 4 });
+    client._dispatch(ws, { push: "pub", channel: "chat:x", data: 8, offset: 8, epoch: "e" });
+    client._dispatch(ws, { push: "pub", channel: "chat:x", data: 7, offset: 7, epoch: "e" });
+    assert.deepEqual(seen, []); // held while the history is read
+    release();
+    await until(() => seen.length === 5, "the gap and the live one");
+    assert.deepEqual(seen.map((p) => p.offset), [4, 5, 6, 7, 8]);
+    assert.deepEqual(asked, [3, 5]);
+    assert.equal(sub.lagged, 4);
+  });
+
   test("held publications are released after the recovered ones, once", () => {
     const sub = new Subscription(null, "chat:x", { since: { offset: 5, epoch: "e" } });
     sub.state = "subscribed";
@@ -196,6 +225,40 @@ describe("reconnects", { concurrency: true }, () => {
     await until(() => c.state !== "connected", "the disconnect");
     assert.equal(await c.publish("chat:w", "after"), 1); // waited for the reconnect to m
     assert.equal(c.info.node !== undefined, true);
+  });
+
+  test("a silent server is given up after ping + timeout and another node is used", async () => {
+    const n = await node(CHAT + "[limits]\nping_interval = 0.5\n");
+    const m = await node();
+    const c = client([n.url, m.url], { timeout: 1000, backoffBase: 20 });
+    await c.connect();
+    const first = c.info.node;
+    const ends = [];
+    c.on("disconnected", (d) => ends.push(d));
+    n.proc.kill("SIGSTOP"); // alive but silent: no close, no ping
+    try {
+      await until(() => c.state === "connected" && c.info.node !== first, "the move to the other node");
+    } finally {
+      n.proc.kill("SIGCONT");
+    }
+    assert.equal(ends[0].reason, "no traffic from the server");
+  });
+
+  test("a disconnect without reconnect (3004) is final: subscriptions end", async () => {
+    const n = await node();
+    const c = client(n.url);
+    await c.connect();
+    const sub = c.subscribe("chat:final");
+    let ended = null;
+    sub.on("unsubscribed", (err) => (ended = err));
+    await sub.ready;
+    c._ws.send("this is not JSON"); // a protocol error: the server answers 3004
+    await until(() => ended !== null, "the end of the subscription");
+    assert.equal(ended.code, 3004);
+    assert.equal(ended.reconnect, false);
+    assert.equal(c.state, "disconnected");
+    assert.equal(c.subscriptions.size, 0);
+    await assert.rejects(c.publish("chat:final", 1), (e) => e instanceof Disconnected);
   });
 
   test("server pings are answered: the connection stays up", async () => {
