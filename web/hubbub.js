@@ -326,6 +326,7 @@ export class Client extends Emitter {
         this._running = true;
         return this.info;
       } catch (err) {
+        if (this._final) throw this._final; // closed meanwhile
         error = err;
         if (this._canRenew(err) && !renewed) {
           [this.token, renewed] = [null, true]; // getToken gives the next one
@@ -347,7 +348,8 @@ export class Client extends Emitter {
     this._final = new Disconnected(null, "client closed", false);
     const ws = this._ws;
     this._lost(ws, this._final);
-    for (const open of [ws, this._wsOpening]) if (open) this._abandon(open, 1000);
+    if (ws) this._abandon(ws, 1000);
+    this._wsOpening?.close(1000); // its handshake fails with the close event
     this._shutdown(this._final, true);
   }
 

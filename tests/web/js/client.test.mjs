@@ -168,6 +168,15 @@ for (const encoding of ["json", "msgpack"]) {
 }
 
 describe("reconnects", { concurrency: true }, () => {
+  test("close() during connect() rejects it at once", async () => {
+    const n = await node();
+    const c = client(n.url);
+    const connecting = c.connect();
+    c.close();
+    await assert.rejects(connecting, (e) => e instanceof Disconnected && e.reason === "client closed");
+    assert.equal(c.state, "disconnected");
+  });
+
   test("a drained node's client moves to the other node and recovers every publication, once", { skip: !REDIS && "needs HUBBUB_TEST_REDIS" }, async () => {
     const config = CHAT + "[limits]\ndrain_timeout = 1.0\n";
     const a = await node(config, { redis: [REDIS] });
@@ -175,14 +184,15 @@ describe("reconnects", { concurrency: true }, () => {
     const reader = client([a.url, b.url], { encoding: "msgpack", backoffBase: 50 });
     await reader.connect();
     const first = reader.info.node;
-    const sub = reader.subscribe("chat:moves", { recover: true });
+    const channel = `chat:moves-${process.pid}-${Date.now()}`; // fresh in a reused Redis too
+    const sub = reader.subscribe(channel, { recover: true });
     const got = collect(sub);
     const resubscribed = [];
     sub.on("subscribed", (e) => e.resubscribed && resubscribed.push(e));
     await sub.ready;
     const writer = client(b.url);
     await writer.connect();
-    for (let i = 1; i <= 5; i++) await writer.publish("chat:moves", i);
+    for (let i = 1; i <= 5; i++) await writer.publish(channel, i);
     await until(() => got.length === 5, "the first five");
     const disconnects = [];
     reader.on("disconnected", (d) => disconnects.push(d));
@@ -190,9 +200,9 @@ describe("reconnects", { concurrency: true }, () => {
     await until(() => disconnects.length === 1, "the drain's disconnect");
     assert.equal(disconnects[0].code, 3001);
     assert.equal(disconnects[0].reconnect, true);
-    for (let i = 6; i <= 15; i++) await writer.publish("chat:moves", i);
+    for (let i = 6; i <= 15; i++) await writer.publish(channel, i);
     await until(() => resubscribed.length === 1 && got.length >= 15, "recovery on the other node");
-    await writer.publish("chat:moves", 16);
+    await writer.publish(channel, 16);
     await until(() => got.length >= 16, "a live one after recovery");
     assert.deepEqual(got.map((p) => p.data), Array.from({ length: 16 }, (_, i) => i + 1));
     assert.deepEqual(got.map((p) => p.offset), Array.from({ length: 16 }, (_, i) => i + 1));
