@@ -61,6 +61,10 @@ class BrokerConfig:
     """Redis URLs; several shard channels; none = the in-memory broker (one node)."""
 
 
+#: Longest ``write_delay``: holding output longer only adds latency.
+MAX_WRITE_DELAY = 1.0
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     max_frame: int = 65536
@@ -87,6 +91,8 @@ class LimitsConfig:
     """Seconds a client has to answer a ping before it is disconnected (3003)."""
     drain_timeout: float = 30.0
     """Seconds a draining node gives its clients to move before closing the rest."""
+    write_delay: float = 0.0
+    """Seconds a client's publications may be held so several share one send(); 0 = none."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,8 @@ class NamespaceConfig:
     """Largest publication data (bytes of its msgpack encoding); 0 = max_frame only."""
     slow_consumer: str = ""
     """Slow-consumer policy for this namespace's channels; "" = [limits] slow_consumer."""
+    write_delay: float = -1.0
+    """Seconds this namespace's publications may be held; -1 = [limits] write_delay."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +271,8 @@ def validate(config: Config, where: str) -> Config:
     for key in ("max_connections", "max_connections_per_ip", "drain_timeout"):
         if getattr(lim, key) < 0:
             raise ConfigError(f"{where}: [limits] {key} must be >= 0")
+    if not 0 <= lim.write_delay <= MAX_WRITE_DELAY:
+        raise ConfigError(f"{where}: [limits] write_delay must be from 0 to {MAX_WRITE_DELAY}")
     for name, ns in config.namespaces.items():
         if ns.history_size < 0 or ns.history_ttl <= 0:
             raise ConfigError(
@@ -271,6 +281,11 @@ def validate(config: Config, where: str) -> Config:
         if ns.publish_rate < 0 or ns.max_publication < 0:
             raise ConfigError(
                 f"{where}: [namespaces.{name}] publish_rate and max_publication must be >= 0"
+            )
+        if ns.write_delay != -1 and not 0 <= ns.write_delay <= MAX_WRITE_DELAY:
+            raise ConfigError(
+                f"{where}: [namespaces.{name}] write_delay must be -1 or from 0 to "
+                f"{MAX_WRITE_DELAY}"
             )
         if ns.slow_consumer not in ("", "disconnect", "drop"):
             raise ConfigError(

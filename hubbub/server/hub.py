@@ -8,7 +8,10 @@ a subscribe racing an unsubscribe is safe).
 Fan-out (DESIGN.md "The hot path"): subscribers are grouped by wire format;
 each group gets the publication encoded once and the same bytes object, handed
 to each subscriber's outbox (``server.outbox``); the loop neither awaits nor
-allocates per subscriber. A subscriber that is still
+allocates per subscriber. A channel whose namespace has a ``write_delay``
+hands its publications to :meth:`Outbox.deliver_later` instead, which holds a
+subscriber's output for up to that long so several publications share one
+``send()``. A subscriber that is still
 recovering (its subscribe awaits the broker) is *buffering*: publications are
 kept for it and handed over, de-duplicated by offset, when it activates.
 """
@@ -16,6 +19,7 @@ kept for it and handed over, de-duplicated by offset, when it activates.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hubbub import log
@@ -30,10 +34,11 @@ if TYPE_CHECKING:
 
 
 class _Channel:
-    __slots__ = ("buffering", "groups", "lock", "name", "refs", "subscribed")
+    __slots__ = ("buffering", "delay", "groups", "lock", "name", "refs", "subscribed")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, delay: float) -> None:
         self.name = name
+        self.delay = delay  # write_delay of its namespace: seconds output may be held
         # One dict per wire format (server.wire.Format): subscriber -> its outbox,
         # insertion-ordered.
         self.groups: tuple[dict[Connection, Outbox], ...] = ({}, {}, {})
@@ -46,9 +51,12 @@ class _Channel:
 class Hub:
     """The node's channels and their local subscribers."""
 
-    def __init__(self, broker: Broker, stats: Stats) -> None:
+    def __init__(
+        self, broker: Broker, stats: Stats, write_delay: Callable[[str], float] = lambda _: 0.0
+    ) -> None:
         self.broker = broker
         self.stats = stats
+        self.write_delay = write_delay  # channel -> seconds (server.settings)
         self.channels: dict[str, _Channel] = {}
 
     # -- membership ------------------------------------------------------
@@ -58,7 +66,9 @@ class Hub:
         the node to the broker and return once it is confirmed."""
         ch = self.channels.get(name)
         if ch is None:
-            ch = self.channels[name] = _Channel(name)
+            ch = self.channels[name] = _Channel(name, self.write_delay(name))
+        else:
+            ch.delay = self.write_delay(name)  # follows a reload
         ch.refs += 1
         if ch.subscribed:
             return
@@ -128,13 +138,18 @@ class Hub:
         encoded: Encoded | None = None
         name = pub.channel
         delivered = 0
+        delay = ch.delay
         for fmt, group in enumerate(ch.groups):
             if group:
                 if encoded is None:
                     encoded = Encoded(pub_message(pub))
                 data = encoded.get(fmt)
-                for box in group.values():
-                    box.deliver(data, name)
+                if delay:
+                    for box in group.values():
+                        box.deliver_later(data, name, delay)
+                else:
+                    for box in group.values():
+                        box.deliver(data, name)
                 delivered += len(group)
         if ch.buffering:
             for kept in ch.buffering.values():

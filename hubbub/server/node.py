@@ -56,7 +56,7 @@ class Node:
         self.settings = Settings(config)
         self.lifecycle = Lifecycle()
         self.stats = Stats()
-        self.hub = Hub(broker, self.stats)
+        self.hub = Hub(broker, self.stats, self.settings.write_delay)
         self.metrics = Metrics(self.stats, self._gauges)
         self.limits = Limits(self.metrics.limited, self.settings)
         self.admission = Admission(self.settings, self.limits, self.lifecycle)

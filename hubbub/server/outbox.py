@@ -12,6 +12,15 @@ flush, and only then does the slow-consumer policy apply — ``disconnect``
 
 The hub's fan-out calls :meth:`Outbox.deliver` per subscriber: no await, no
 allocation, the same ``bytes`` for every subscriber of a wire format.
+
+``write_delay`` (docs/limits.md): publications of a namespace that has one go
+through :meth:`Outbox.deliver_later`, which *holds* the outbox — it is flushed
+by a timer up to that many seconds later rather than at the end of the
+iteration — so that at high rates several publications share one ``send()``
+(Centrifugo's ``write_delay``). Anything else written to a held outbox (a
+reply, a push, a publication without a delay) releases it at the end of the
+iteration as usual, and a held outbox about to exceed its budget is flushed
+first: holding never makes a client look slow.
 """
 
 from __future__ import annotations
@@ -32,7 +41,18 @@ class Outboxes:
     """The node's side of output: one flush per outbox per loop iteration, and the
     outboxes that owe their client a ``lag`` push (policy ``drop``)."""
 
-    __slots__ = ("_dirty", "_loop", "_scheduled", "lagging", "limits", "settings", "stats")
+    __slots__ = (
+        "_dirty",
+        "_held",
+        "_held_at",
+        "_held_timer",
+        "_loop",
+        "_scheduled",
+        "lagging",
+        "limits",
+        "settings",
+        "stats",
+    )
 
     def __init__(
         self, settings: Settings, limits: Limits, stats: Stats, loop: asyncio.AbstractEventLoop
@@ -44,6 +64,9 @@ class Outboxes:
         self._dirty: list[Outbox] = []
         self._scheduled = False
         self._loop = loop
+        self._held: list[Outbox] = []  # outboxes waiting for the hold timer
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._held_at = 0.0  # when the hold timer fires (loop time)
 
     def mark_dirty(self, box: Outbox) -> None:
         """``box`` has output: flush it at the end of this loop iteration."""
@@ -51,6 +74,26 @@ class Outboxes:
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
+
+    def hold(self, box: Outbox, delay: float) -> None:
+        """``box`` has held output: flush it within ``delay`` seconds."""
+        box.held = True
+        self._held.append(box)
+        at = self._loop.time() + delay
+        timer = self._held_timer
+        if timer is None or at < self._held_at:
+            if timer is not None:
+                timer.cancel()
+            self._held_at = at
+            self._held_timer = self._loop.call_at(at, self.flush_held)
+
+    def flush_held(self) -> None:
+        """The hold timer: flush every outbox still held."""
+        self._held_timer = None
+        held, self._held = self._held, []
+        for box in held:
+            if box.held:
+                box.flush()
 
     def flush(self) -> None:
         """Flush every outbox that has output (scheduled by :meth:`mark_dirty`)."""
@@ -84,6 +127,7 @@ class Outbox:
         "__weakref__",
         "dropped",
         "fmt",
+        "held",
         "kind",
         "on_slow",
         "out",
@@ -113,13 +157,15 @@ class Outbox:
         self.size = 0  # bytes queued since the last flush
         self.room = shared.settings.limits.outbound_buffer  # budget left after the last flush
         self.dropped: dict[str, int] = {}  # channel -> publications skipped (policy drop)
+        self.held = False  # output waits for the hold timer (write_delay), not this iteration
 
     def write(self, data: bytes) -> None:
         """Queue bytes for the transport; flushed once per loop iteration."""
         if not self.session.state.writable:
             return
         out = self.out
-        if not out:
+        if not out or self.held:
+            self.held = False  # released: goes out at the end of this iteration
             self.shared.mark_dirty(self)
         out.append(data)
         self.size += len(data)
@@ -133,8 +179,27 @@ class Outbox:
             self._overflow(channel)
             return
         out = self.out
-        if not out:
+        if not out or self.held:
+            self.held = False
             self.shared.mark_dirty(self)
+        out.append(data)
+        self.size = size
+
+    def deliver_later(self, data: bytes, channel: str, delay: float) -> None:
+        """:meth:`deliver` for a namespace with a ``write_delay``: the outbox is
+        held for up to ``delay`` seconds unless something else releases it."""
+        if not self.session.state.writable:
+            return
+        size = self.size + len(data)
+        if size > self.room and self.held:
+            self.flush()  # what we held must not count as the client's slowness
+            size = len(data)
+        if size > self.room:
+            self._overflow(channel)
+            return
+        out = self.out
+        if not out:
+            self.shared.hold(self, delay)
         out.append(data)
         self.size = size
 
@@ -144,6 +209,7 @@ class Outbox:
 
     def flush(self) -> None:
         """Hand queued bytes to the transport in one write."""
+        self.held = False
         out = self.out
         if not out or not self.session.state.writable:
             out.clear()

@@ -18,7 +18,7 @@ from hubbub.server.proxies import TrustedProxies
 class Settings:
     """``config`` and ``limits`` of the running node, and its namespace views."""
 
-    __slots__ = ("_options", "_policies", "config", "limits", "trusted")
+    __slots__ = ("_delays", "_options", "_policies", "config", "limits", "trusted")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -27,6 +27,7 @@ class Settings:
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         self._options: dict[str, ChannelOptions] = {}
         self._policies: dict[str, str] = {}
+        self._delays: dict[str, float] = {}
 
     def update(self, config: Config) -> None:
         """Run with ``config`` from now on (a reload's plan, server.reload)."""
@@ -35,6 +36,7 @@ class Settings:
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         self._options.clear()
         self._policies.clear()
+        self._delays.clear()
 
     def namespace(self, channel: str) -> NamespaceConfig:
         """The options of ``channel``'s namespace (PROTOCOL.md §4)."""
@@ -53,6 +55,19 @@ class Settings:
                 join_leave=ns.join_leave,
             )
         return opts
+
+    def write_delay(self, channel: str) -> float:
+        """Seconds publications of ``channel`` may be held in an outbox: the
+        namespace's ``write_delay``, else ``[limits] write_delay`` (read by the
+        hub when a subscriber joins, never per delivery)."""
+        name = namespace_of(channel)
+        delay = self._delays.get(name)
+        if delay is None:
+            own = self.config.namespace(name).write_delay
+            delay = own if own >= 0 else self.config.limits.write_delay
+            if name in self.config.namespaces or name == "default":
+                self._delays[name] = delay
+        return delay
 
     def slow_consumer_policy(self, channel: str) -> str:
         """The namespace's ``slow_consumer``, else ``[limits] slow_consumer``

@@ -19,8 +19,12 @@ from tests.procs import ROOT
 
 #: Every key of PROTOCOL.md §8 with its documented default.
 SPEC_DEFAULTS: dict[str, dict[str, object]] = {
-    "server": {"tcp": "0.0.0.0:7400", "ws": "0.0.0.0:7401", "admin": "127.0.0.1:7402",
-               "node_id": ""},
+    "server": {
+        "tcp": "0.0.0.0:7400",
+        "ws": "0.0.0.0:7401",
+        "admin": "127.0.0.1:7402",
+        "node_id": "",
+    },
     "broker": {"redis": ()},
     "limits": {
         "max_frame": 65536,
@@ -71,7 +75,9 @@ def test_types_of_defaults() -> None:
 
 
 def test_toml_then_environment_then_flags(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [server]
 tcp = "127.0.0.1:1001"
 ws = "127.0.0.1:1002"
@@ -81,7 +87,8 @@ max_frame = 1000
 ping_interval = 3
 [broker]
 redis = ["redis://file:6379/0"]
-""")
+""",
+    )
     env = {
         "HUBBUB_WS": "127.0.0.1:2002",
         "HUBBUB_TCP": "127.0.0.1:2001",
@@ -160,9 +167,7 @@ def test_unknown_keys_are_refused_naming_key_and_file(
         ("[namespaces.chat]\nhistory_size = 1.0\n", "history_size"),
     ],
 )
-def test_bad_types_are_refused_naming_key_and_file(
-    tmp_path: Path, toml: str, names: str
-) -> None:
+def test_bad_types_are_refused_naming_key_and_file(tmp_path: Path, toml: str, names: str) -> None:
     path = write(tmp_path, toml)
     with pytest.raises(ConfigError) as info:
         load(path, {})
@@ -182,11 +187,12 @@ def test_bad_types_are_refused_naming_key_and_file(
         ('[server]\nlog_level = "loud"\n', "log_level"),
         ('[broker]\nredis = ["http://x"]\n', "redis"),
         ("[namespaces.chat]\nhistory_size = -1\n", "history_size"),
+        ("[limits]\nwrite_delay = -0.01\n", "write_delay"),
+        ("[limits]\nwrite_delay = 2.0\n", "write_delay"),
+        ("[namespaces.feed]\nwrite_delay = -0.5\n", "write_delay"),
     ],
 )
-def test_bad_values_are_refused_naming_key_and_file(
-    tmp_path: Path, toml: str, names: str
-) -> None:
+def test_bad_values_are_refused_naming_key_and_file(tmp_path: Path, toml: str, names: str) -> None:
     path = write(tmp_path, toml)
     with pytest.raises(ConfigError) as info:
         load(path, {})
@@ -214,9 +220,7 @@ def test_bad_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
         ({"HUBBUB_LIMITS_PING_TIMEOUT": "soon"}, "ping_timeout"),
     ],
 )
-def test_bad_environment_is_refused_naming_the_variable(
-    env: dict[str, str], names: str
-) -> None:
+def test_bad_environment_is_refused_naming_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError) as info:
         load(None, env)
     assert names in str(info.value) and "environment" in str(info.value)
@@ -295,5 +299,27 @@ def test_trusted_proxies() -> None:
     with pytest.raises(ConfigError, match="proxy_protocol needs trusted_proxies"):
         load(None, {"HUBBUB_SERVER_PROXY_PROTOCOL": "true"})
     with pytest.raises(ConfigError, match="terminate TLS at the proxy"):
-        load(None, {**env, "HUBBUB_SERVER_PROXY_PROTOCOL": "1", "HUBBUB_SERVER_TLS_CERT": "c",
-                    "HUBBUB_SERVER_TLS_KEY": "k"})
+        load(
+            None,
+            {
+                **env,
+                "HUBBUB_SERVER_PROXY_PROTOCOL": "1",
+                "HUBBUB_SERVER_TLS_CERT": "c",
+                "HUBBUB_SERVER_TLS_KEY": "k",
+            },
+        )
+
+
+def test_write_delay_of_a_namespace_falls_back_to_limits(tmp_path: Path) -> None:
+    from hubbub.server.settings import Settings
+
+    path = write(
+        tmp_path,
+        "[limits]\nwrite_delay = 0.01\n[namespaces.feed]\nwrite_delay = 0.05\n"
+        "[namespaces.chat]\nwrite_delay = 0\n",
+    )
+    settings = Settings(load(path, {}))
+    assert settings.write_delay("feed:prices") == 0.05
+    assert settings.write_delay("chat:lobby") == 0
+    assert settings.write_delay("lobby") == 0.01  # default namespace
+    assert settings.write_delay("other:x") == 0.01  # no table of its own

@@ -99,3 +99,49 @@ async def test_a_dead_transport_does_not_raise_from_the_flush() -> None:
         conn.outbox.send({"push": "ping"})
         conn.outbox.flush()
         assert conn.outbox.size == 0 and conn.outbox.out == []
+
+
+# -- write_delay: held output ------------------------------------------------------
+
+
+async def test_held_publications_share_one_write_after_the_delay() -> None:
+    async with node_parts(limits={"write_delay": 0.05}) as node:
+        conn, transport, _ = connect(node)
+        conn.outbox.deliver_later(_frame(conn, 0), "c", 0.05)
+        await asyncio.sleep(0.01)  # several iterations later: still held
+        conn.outbox.deliver_later(_frame(conn, 1), "c", 0.05)
+        assert transport.writes == []
+        await asyncio.sleep(0.1)
+        assert len(transport.writes) == 1
+        assert [m["data"] for m in transport.messages()] == [0, 1]
+
+
+async def test_a_reply_releases_held_output_at_the_end_of_the_iteration() -> None:
+    async with node_parts() as node:
+        conn, transport, _ = connect(node)
+        conn.outbox.deliver_later(_frame(conn, 0), "c", 0.5)
+        conn.outbox.send({"push": "ping"})  # e.g. a reply: never delayed
+        await asyncio.sleep(0)
+        assert len(transport.writes) == 1
+        assert [m.get("push") for m in transport.messages()] == ["pub", "ping"]
+        await asyncio.sleep(0.01)
+        assert len(transport.writes) == 1  # the hold timer finds nothing held
+
+
+async def test_holding_never_makes_a_client_look_slow() -> None:
+    async with node_parts(limits={"outbound_buffer": 1000}) as node:
+        conn, transport, _ = connect(node)
+        for _ in range(5):  # 2000 bytes held in all: flushed early, not cut
+            conn.outbox.deliver_later(b"x" * 400, "c", 0.5)
+        assert conn.writable and not transport.eof
+        assert len(transport.writes) == 2 and conn.outbox.held
+
+
+async def test_a_shorter_delay_brings_the_hold_timer_forward() -> None:
+    async with node_parts() as node:
+        slow, slow_t, _ = connect(node)
+        fast, fast_t, _ = connect(node, peer="10.0.0.2")
+        slow.outbox.deliver_later(_frame(slow, 0), "c", 0.5)
+        fast.outbox.deliver_later(_frame(fast, 1), "d", 0.01)
+        await asyncio.sleep(0.05)
+        assert len(fast_t.writes) == 1 and len(slow_t.writes) == 1
