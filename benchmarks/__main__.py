@@ -22,10 +22,10 @@ from typing import Any
 
 import uvloop
 
-from benchmarks import cluster, fanout, idle, launcher, procstat
+from benchmarks import cluster, fanout, floor, idle, launcher, procstat
 from benchmarks.report import render
 
-PARTS = ("fanout", "idle", "cluster")
+PARTS = ("fanout", "idle", "cluster", "floor")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 Plan = tuple[int, tuple[float, ...], float, float, int]
@@ -41,7 +41,7 @@ CLUSTER_QUICK: tuple[tuple[float, ...], float, float] = ((50.0, 100.0), 0.3, 0.7
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "parts", nargs="*", metavar="PART", help="fanout, idle and/or cluster [all three]"
+        "parts", nargs="*", metavar="PART", help="fanout, idle, cluster and/or floor [all]"
     )
     parser.add_argument("--quick", action="store_true", help="a ~1 min smoke run")
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers [1000]")
@@ -81,6 +81,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         out["fanout"] = fanout.as_json(results)
     if "idle" in parts:
         out["idle"] = idle.as_json(await idle.run_idle(connections=idle_conns, log=_log))
+    if "floor" in parts:
+        sends = await floor.run_floor(
+            sockets=subs, rates=rates, warmup=warmup, measure=measure, log=_log
+        )
+        out["floor"] = floor.as_json(sends)
     if "cluster" in parts:
         c_rates, tp_warm, tp_measure = CLUSTER_QUICK if args.quick else CLUSTER_FULL
         if args.cluster_rates:

@@ -47,6 +47,8 @@ def render(report: dict[str, Any]) -> str:
         lines += render_idle(report["idle"], verdicts)
     if report.get("cluster"):
         lines += render_cluster(report["cluster"], verdicts)
+    if report.get("floor"):
+        lines += render_floor(report["floor"], report.get("fanout") or [])
     if verdicts:
         lines += ["Targets:", *[f"  - {v}" for v in verdicts]]
     return "\n".join(lines)
@@ -133,6 +135,33 @@ def render_fanout(runs: list[dict[str, Any]], verdicts: list[str]) -> list[str]:
         f"({us:.2f} µs{'; ' + others if others else ''}){caveat}"
     )
     return lines
+
+
+def render_floor(floor: list[dict[str, Any]], fanout: list[dict[str, Any]]) -> list[str]:
+    """The kernel floor beside hubbub's fan-out figure at the same rate."""
+    hubbub = {r["rate"]: r["server_cpu_us_per_delivery"] for r in fanout}
+    rows = []
+    for r in floor:
+        ours = hubbub.get(r["rate"], float("nan"))
+        rows.append(
+            [
+                f"{r['sockets']} x {r['rate']:g}",
+                _num(r["sends_per_s"], ",.0f"),
+                _num(r["cpu_us_per_send"], ".2f"),
+                _num(100 * r["system_share"], ".0f"),
+                _num(ours, ".2f"),
+                _num(ours / r["cpu_us_per_send"], ".2f"),
+            ]
+        )
+    header = ["socks x msg/s", "sends/s", "µs/send", "kernel %", "hubbub µs/dlv", "ratio"]
+    return [
+        "Kernel floor: a bare loop of 100-byte send()s, one per socket per message "
+        "(sender on the server's core)",
+        *_table(header, rows),
+        "  ratio = hubbub's server CPU per delivery (fan-out above, same rate)"
+        " / the floor's per send",
+        "",
+    ]
 
 
 def render_idle(idle: list[dict[str, Any]], verdicts: list[str]) -> list[str]:
