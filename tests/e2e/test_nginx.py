@@ -168,17 +168,19 @@ async def fill_per_ip(opened: list[RawClient], open_one: Any) -> int:
 async def test_ws_and_tcp_clients_through_nginx_reach_each_other(
     stack: Stack, exits: AsyncExitStack
 ) -> None:
-    ws = await exits.enter_async_context(Client(stack.ws_url))
-    tcp = await exits.enter_async_context(Client(stack.tcp_url))
-    ws_sub = await ws.subscribe("feed:hello")
-    tcp_sub = await tcp.subscribe("feed:hello")
-    await ws.publish("feed:hello", "from ws")
-    await tcp.publish("feed:hello", "from tcp")
-    for sub in (ws_sub, tcp_sub):
+    # Three of each, held open: least_conn gives each of a kind its own node.
+    urls = [stack.ws_url] * 3 + [stack.tcp_url] * 3
+    clients = [await exits.enter_async_context(Client(url)) for url in urls]
+    assert {c.info["node"] for c in clients} == {"node-0", "node-1", "node-2"}
+    subs = [await c.subscribe("feed:hello") for c in clients]
+    for i, client in enumerate(clients):
+        await client.publish("feed:hello", i)
+    orders = []
+    for sub in subs:
         async with asyncio.timeout(WAIT):
-            got = [(await anext(sub)).data for _ in range(2)]
-        assert got == ["from ws", "from tcp"]
-    assert {ws.info["node"], tcp.info["node"]} <= {"node-0", "node-1", "node-2"}
+            orders.append([(await anext(sub)).data for _ in range(len(clients))])
+    assert sorted(orders[0]) == list(range(len(clients)))  # every publisher, once
+    assert all(order == orders[0] for order in orders)  # one order on every node
 
 
 async def test_per_ip_limit_sees_the_client_through_x_forwarded_for(stack: Stack) -> None:
