@@ -16,7 +16,6 @@ same code, before the half-close every connection does. A connection from a
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import re
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from hubbub.server import static
 from hubbub.server.connection import Connection, Goodbye, Services
 from hubbub.server.outbox import Outbox
 from hubbub.server.settings import Settings
+from hubbub.server.globs import ORIGIN_SEPARATORS, compile_glob
 from hubbub.server.wire import Format
 
 READ_CHUNK = 65536
@@ -64,7 +64,7 @@ def _origins(settings: Settings) -> list[str | re.Pattern[str] | None] | None:
     if not allowed:
         return None
     origins: list[str | re.Pattern[str] | None] = [
-        re.compile(fnmatch.translate(o)) if "*" in o else o for o in allowed
+        compile_glob(o, ORIGIN_SEPARATORS) if "*" in o else o for o in allowed
     ]
     origins.append(None)
     return origins

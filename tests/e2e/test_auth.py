@@ -172,3 +172,71 @@ async def test_ws_clients_get_the_same_auth_answers(auth_node: NodeProc) -> None
     push, closed = await client.disconnected()
     assert push["code"] == 3005 and closed.code == 3005
     await asyncio.sleep(0)
+
+
+def _signed(payload_json: str, header_json: str = '{"alg":"HS256","typ":"JWT"}') -> str:
+    """An HS256 token over raw JSON text (PyJWT cannot write 1e400 or NaN)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing = f"{b64(header_json.encode())}.{b64(payload_json.encode())}"
+    mac = hmac.new(SECRET.encode(), signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{b64(mac)}"
+
+
+@pytest.mark.parametrize(
+    "exp", ["1e400", "1" + "0" * 400, "NaN", "Infinity", "-1e400", "4102444800.5"]
+)
+async def test_time_claims_must_be_finite_integers(auth_node: NodeProc, exp: str) -> None:
+    """A signed exp of 10**400 used to overflow float() (500, session left in
+    CONNECTING); NaN and Infinity never expired."""
+    tok = _signed(f'{{"sub":"alice","exp":{exp}}}')
+    reply, push = await _refused(auth_node, token=tok)
+    assert reply["error"]["code"] == 401, reply
+    assert push["code"] == 3005
+    for claim in ("nbf", "iat"):
+        tok = _signed(f'{{"sub":"alice","exp":{int(time.time()) + 60},"{claim}":{exp}}}')
+        reply, push = await _refused(auth_node, token=tok)
+        assert reply["error"]["code"] == 401 and push["code"] == 3005, (claim, reply)
+
+
+async def test_refusals_echo_no_token_text(auth_node: NodeProc) -> None:
+    marker = "ATTACKER<script>"
+    for tok in (
+        _signed('{"sub":"a","exp":1}', header_json=f'{{"alg":"HS256","kid":"{marker}"'),
+        _signed(f'{{"sub":"a","exp":1,"x":"{marker}"'),
+        f"{marker}.{marker}.{marker}",
+        _signed('{"sub":"a"}', header_json=f'{{"alg":"{marker}"}}'),
+        _signed('{"sub":"a","exp":1}', header_json=f'{{"alg":"HS256","crit":["{marker}"]}}'),
+    ):
+        reply, _ = await _refused(auth_node, token=tok)
+        assert reply["error"]["code"] == 401
+        assert marker not in json.dumps(reply), reply
+
+
+async def test_star_stops_at_colon_and_double_star_crosses_it(auth_node: NodeProc) -> None:
+    client = await open_tcp(
+        auth_node, token=token(channels=["user:alice*", "room:**"], publish=["user:alice*"])
+    )
+    await client.ok("subscribe", channel="user:alice2")
+    await client.ok("subscribe", channel="room:a:b:c")
+    for op in ("subscribe", "publish"):
+        reply = await client.request(op, channel="user:alice:private", data=1)
+        assert reply["error"]["code"] == 403, (op, reply)
+    await client.close()
+
+
+async def test_origin_star_does_not_cross_a_colon(auth_node: NodeProc) -> None:
+    assert auth_node.ws is not None
+    url = f"ws://{auth_node.ws[0]}:{auth_node.ws[1]}/ws"
+    for origin in (
+        "https://evil.example:1.trusted.example",
+        "https://evil.example/.trusted.example",
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url, origin=origin)  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403, origin

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jwt
@@ -116,3 +117,17 @@ def test_verify_is_what_refresh_uses() -> None:
     assert identity.user == "dora" and identity.expires == NOW + 5
     with pytest.raises(CommandError):
         auth().verify(token({"sub": "dora", "exp": NOW + 5}), NOW + 5)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400, 1.5, True, -1, 2**53])
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_time_claims_must_be_finite_integers_in_range(claim: str, value: Any) -> None:
+    claims: dict[str, Any] = {"sub": "a", "exp": int(NOW) + 60, claim: value}
+    payload = json.dumps(claims)
+    tok = jwt.api_jws.encode(payload.encode(), SECRET, algorithm="HS256")
+    refused(auth(), tok)
+
+
+def test_not_before_in_the_future_is_refused() -> None:
+    tok = token({"sub": "a", "exp": int(NOW) + 60, "nbf": int(NOW) + 30})
+    assert "not valid yet" in refused(auth(), tok).message
