@@ -10,7 +10,7 @@ cleared on each update.
 from __future__ import annotations
 
 from hubbub.cluster.broker import ChannelOptions
-from hubbub.protocol.channels import namespace_of
+from hubbub.protocol.channels import DEFAULT_NAMESPACE, namespace_of
 from hubbub.server.config import Config, LimitsConfig, NamespaceConfig
 from hubbub.server.proxies import TrustedProxies
 
@@ -42,9 +42,16 @@ class Settings:
         """The options of ``channel``'s namespace (PROTOCOL.md §4)."""
         return self.config.namespace(namespace_of(channel))
 
+    def _configured(self, channel: str) -> str:
+        """The namespace whose table applies to ``channel``: its own when the
+        config has one, else ``default``. The caches are keyed by it, so a
+        client inventing namespaces (``n1-x:c``, ``n2-x:c``, ...) adds nothing."""
+        name = namespace_of(channel)
+        return name if name in self.config.namespaces else DEFAULT_NAMESPACE
+
     def channel_options(self, channel: str) -> ChannelOptions:
         """What the broker stores for ``channel``: history and presence options."""
-        name = namespace_of(channel)
+        name = self._configured(channel)
         opts = self._options.get(name)
         if opts is None:
             ns = self.config.namespace(name)
@@ -72,7 +79,7 @@ class Settings:
     def slow_consumer_policy(self, channel: str) -> str:
         """The namespace's ``slow_consumer``, else ``[limits] slow_consumer``
         (called only when a client's buffer overflows, never per delivery)."""
-        name = namespace_of(channel)
+        name = self._configured(channel)
         policy = self._policies.get(name)
         if policy is None:
             own = self.config.namespace(name).slow_consumer
