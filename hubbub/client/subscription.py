@@ -177,7 +177,11 @@ class Subscription:
         """Queue ``pub`` unless its offset was already seen."""
         position = self.position
         if pub.offset is not None and position is not None:
-            if pub.epoch is not None and pub.epoch != position.epoch:
+            if position.offset == 0 and pub.offset == 1:
+                # The first publication of a history that did not exist yet
+                # (its epoch replaces the empty position's, protocol-additions).
+                self.position = StreamPosition(1, pub.epoch or position.epoch)
+            elif pub.epoch is not None and pub.epoch != position.epoch:
                 self._restarted(pub.offset, pub.epoch)
             elif pub.offset > position.offset:
                 self.position = StreamPosition(pub.offset, position.epoch)

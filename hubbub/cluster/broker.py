@@ -10,6 +10,15 @@ Semantics every engine must honour (``tests/cluster/contract.py`` checks them):
 - Offsets of a channel with history start at 1 and are consecutive; an empty
   history has position ``offset 0``. The epoch is a random string made with the
   history; when the history is lost or expires the epoch changes.
+- History is created by the first publication only: reading a channel that
+  has none (``history``, ``recover``, a subscribe's position) stores nothing,
+  so no client can make a node or Redis hold state by reading. Such a read
+  answers the *empty position* ``(0, "~<instance>.<ms>")`` (:func:`empty_epoch`):
+  "nothing, as of this instant". Recovering from it succeeds with every
+  publication when the history that exists now is the first one made since
+  that instant and has kept its first publication: that holds when less than
+  ``history_ttl`` has passed (a history made after it cannot have expired yet)
+  and nothing was trimmed; otherwise the position is gone.
 - ``subscribe`` returns only once the node will receive every publication made
   after it returns; publications of one channel arrive in one order.
 - ``publish`` delivers to the handler of every subscribed node, the publishing
@@ -30,6 +39,29 @@ from typing import Any, Protocol
 from hubbub.cluster.exceptions import BrokerUnavailable as BrokerUnavailable
 from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
+
+
+#: The first character of an empty position's epoch; never in a real epoch.
+EMPTY_EPOCH_MARK = "~"
+
+
+def empty_epoch(instance: str, now_ms: int) -> str:
+    """The epoch of the empty position read at ``now_ms`` (the engine's clock)."""
+    return f"{EMPTY_EPOCH_MARK}{instance}.{now_ms}"
+
+
+def is_empty_epoch(epoch: str) -> bool:
+    return epoch.startswith(EMPTY_EPOCH_MARK)
+
+
+def empty_since_ok(since: StreamPosition, instance: str, now_ms: int, ttl: float) -> bool:
+    """Whether ``since``, an empty position, can still be recovered from at
+    ``now_ms``: one of this engine's, at offset 0, read less than ``ttl``
+    seconds ago (the contract above says why that bound is exact)."""
+    head, _, stamp = since.epoch[len(EMPTY_EPOCH_MARK) :].rpartition(".")
+    if since.offset != 0 or head != instance or not stamp.isdigit() or len(stamp) > 16:
+        return False
+    return 0 <= now_ms - int(stamp) < ttl * 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """The in-memory broker: a single node with no dependencies (DESIGN.md "Clustering").
 
 Delivery is a direct call into the node's handler, in publish order. History is
-a bounded deque per channel that expires as a whole ``history_ttl`` seconds after
-the channel's last publication, as the Redis engine's streams do; then the next
-access starts a new epoch at offset 0. Expired streams are replaced lazily on
+a bounded deque per channel, created by its first publication, that expires as a
+whole ``history_ttl`` seconds after the channel's last publication, as the Redis
+engine's streams do; reads of a channel without one store nothing and answer the
+empty position (cluster.broker). Expired streams are replaced lazily on
 access and freed by a periodic sweep that pops a heap of deadlines, so its cost
 follows the streams that are due, not the number of channels.
 """
@@ -28,6 +29,9 @@ from hubbub.cluster.broker import (
     ClientInfo,
     HistoryResult,
     Publication,
+    empty_epoch,
+    empty_since_ok,
+    is_empty_epoch,
 )
 from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
@@ -87,6 +91,9 @@ class MemoryBroker(Broker):
         self._presence: dict[str, dict[str, ClientInfo]] = {}
         # Channels without history all answer this position: stable, and free.
         self._no_history = StreamPosition(0, _new_epoch())
+        # Names this process's empty positions: another process (a restart) has
+        # lost whatever was published after them.
+        self._instance = _new_epoch()
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -162,7 +169,19 @@ class MemoryBroker(Broker):
     ) -> HistoryResult:
         if not options.has_history:
             return HistoryResult([], self._no_history)
-        stream = self._stream(channel, options, self._clock())
+        now = self._clock()
+        stream = self._live(channel, options, now)
+        if since is not None and is_empty_epoch(since.epoch):
+            if not empty_since_ok(since, self._instance, int(now * 1000), options.history_ttl):
+                raise PositionGone()
+            if stream is not None:
+                if stream.oldest != 1:
+                    raise PositionGone()  # the first publications were trimmed
+                since = StreamPosition(0, stream.epoch)
+        if stream is None:
+            if since is not None and not is_empty_epoch(since.epoch):
+                raise PositionGone()
+            return HistoryResult([], StreamPosition(0, empty_epoch(self._instance, int(now * 1000))))
         pubs = stream.publications
         if since is None:
             count = len(pubs) if limit is None else max(0, min(limit, len(pubs)))
@@ -176,19 +195,26 @@ class MemoryBroker(Broker):
             selected = list(itertools.islice(pubs, start, stop))
         return HistoryResult(selected, stream.position)
 
-    def _stream(self, channel: str, options: ChannelOptions, now: float) -> _Stream:
-        """The channel's live stream; a fresh one (new epoch, offset 0) when absent
-        or expired, so even a reader that never published gets a stable epoch."""
+    def _live(self, channel: str, options: ChannelOptions, now: float) -> _Stream | None:
+        """The channel's stream unless it is absent or expired; creates nothing."""
         stream = self._streams.get(channel)
         if stream is None or stream.expires_at <= now:
+            return None
+        if stream.publications.maxlen != options.history_size:
+            # The namespace's history_size changed: keep the newest that fit.
+            stream.publications = deque(stream.publications, maxlen=options.history_size)
+        return stream
+
+    def _stream(self, channel: str, options: ChannelOptions, now: float) -> _Stream:
+        """The channel's live stream for a publication; a fresh one (new epoch,
+        offset 0) when absent or expired."""
+        stream = self._live(channel, options, now)
+        if stream is None:
             stream = _Stream(
                 channel, _new_epoch(), now + options.history_ttl, deque(maxlen=options.history_size)
             )
             self._streams[channel] = stream
             self._schedule(stream)
-        elif stream.publications.maxlen != options.history_size:
-            # The namespace's history_size changed: keep the newest that fit.
-            stream.publications = deque(stream.publications, maxlen=options.history_size)
         return stream
 
     def _schedule(self, stream: _Stream) -> None:

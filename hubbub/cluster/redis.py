@@ -49,6 +49,10 @@ from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 
 
+#: The instance part of this engine's empty epochs (``~r.<ms>``, cluster.broker).
+EMPTY_INSTANCE = "r"
+
+
 class RedisBroker(Broker):
     """The broker of a cluster: one or more Redis servers (shards) shared by every node."""
 
@@ -239,7 +243,7 @@ class RedisBroker(Broker):
             HISTORY,
             self.keys.history_keys(channel),
             (
-                self._new_epoch(),
+                EMPTY_INSTANCE,
                 _ms(options.history_ttl),
                 options.history_size,
                 "" if since is None else since.offset,

@@ -53,32 +53,46 @@ return {top, epoch}
 """,
 )
 
-#: Read history (and create an empty one, with its epoch, when there is none, so
-#: the empty position is stable). KEYS: stream, meta. ARGV: epoch for a new
-#: history, ttl (ms) of a new history, history size, since offset ('' = none),
-#: since epoch, limit (-1 = all). Returns {top, epoch, ok (1, or 0 when ``since``
-#: is gone), first offset, envelope, envelope, ...} with consecutive offsets.
+#: Read history; creates nothing (history exists from the first publication, a
+#: read of a channel without one answers the empty position, cluster.broker).
+#: KEYS: stream, meta. ARGV: the engine's instance name for empty epochs, history
+#: ttl (ms), history size, since offset ('' = none), since epoch, limit (-1 =
+#: all). Returns {top, epoch, ok (1, or 0 when ``since`` is gone), first offset,
+#: envelope, envelope, ...} with consecutive offsets. An empty position's time is
+#: Redis's own (TIME), the clock PEXPIRE uses too, the same for every node.
 HISTORY = Script(
     "history",
     r"""
 local stream, meta = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'epoch')
-local top = 0
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
-  redis.call('PEXPIRE', meta, ARGV[2])
-else
-  top = tonumber(redis.call('HGET', meta, 'top') or '0')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local empty = '~' .. ARGV[1] .. '.' .. string.format('%d', now)
+local since, sepoch = nil, ARGV[5]
+if ARGV[4] ~= '' then
+  since = tonumber(ARGV[4])
+  if string.sub(sepoch, 1, 1) == '~' then
+    local inst, stamp = string.match(sepoch, '^~(.*)%.(%d+)$')
+    local age = stamp and string.len(stamp) <= 16 and now - tonumber(stamp)
+    if inst ~= ARGV[1] or since ~= 0 or not age or age < 0 or age >= tonumber(ARGV[2]) then
+      sepoch = nil
+    else
+      sepoch = true
+    end
+  end
 end
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  if since ~= nil and sepoch ~= true then return {0, empty, 0, 0} end
+  return {0, empty, 1, 1}
+end
+if sepoch == true then sepoch = epoch end
+local top = tonumber(redis.call('HGET', meta, 'top') or '0')
 local kept = math.min(redis.call('XLEN', stream), tonumber(ARGV[3]))
 local oldest = top - kept + 1
 local limit = tonumber(ARGV[6])
 local first, last = oldest, top
-if ARGV[4] ~= '' then
-  local since = tonumber(ARGV[4])
-  if ARGV[5] ~= epoch or since < oldest - 1 or since > top then
+if since ~= nil then
+  if sepoch ~= epoch or since < oldest - 1 or since > top then
     return {top, epoch, 0, 0}
   end
   first = since + 1

@@ -141,3 +141,15 @@ def test_backoff_is_full_jitter_with_cap() -> None:
     assert backoff_delay(3, 0.1, 10.0, lambda: 1.0) == pytest.approx(0.8)
     assert backoff_delay(50, 0.1, 10.0, lambda: 1.0) == 10.0
     assert backoff_delay(5, 0.1, 10.0, lambda: 0.0) == 0.0
+
+
+def test_first_publication_after_the_empty_position_is_no_restart() -> None:
+    """Reads create no history: the empty position's epoch (``~...``) is
+    replaced by the first publication's, which is not a reset."""
+    events: list[ChannelEvent] = []
+    sub = make(on_event=events.append)
+    sub._apply_subscribe({"offset": 0, "epoch": "~a.1"}, asked_recovery=False)
+    sub._deliver(Publication("h:chat", "first", 1, None, "real"))
+    sub._deliver(Publication("h:chat", "second", 2, None, "real"))
+    assert drain(sub) == ["first", "second"]
+    assert events == [] and sub.position == StreamPosition(2, "real")

@@ -92,7 +92,13 @@ def offsets(pubs: list[Publication]) -> list[int | None]:
 
 
 class BrokerContract:
-    """Cases every engine passes; subclass it beside a ``broker`` fixture."""
+    """Cases every engine passes; subclass it beside a ``broker`` fixture and
+    say how to see whether the engine holds history state for a channel
+    (:meth:`stored`)."""
+
+    async def stored(self, broker: Broker, channel: str) -> bool:
+        """Whether the engine holds any history state of ``channel``."""
+        raise NotImplementedError
 
     @pytest.fixture
     def handler(self) -> RecordingHandler:
@@ -207,19 +213,41 @@ class BrokerContract:
 
     # -- history -------------------------------------------------------------
 
-    async def test_empty_history_position_is_stable(self, broker: Broker, channel: str) -> None:
+    async def test_reads_create_no_history(self, broker: Broker, channel: str) -> None:
+        """History exists from the first publication only (reads store nothing);
+        a reader of the empty position recovers from the first publication on."""
         first = await broker.history(channel, options=HISTORY, limit=0)
         again = await broker.history(channel, options=HISTORY)
         assert first.publications == [] and again.publications == []
         assert first.position.offset == 0 and first.position.epoch
-        assert again.position == first.position
-        # A subscriber that read the empty position recovers the first publication.
-        assert await broker.publish(channel, "one", options=HISTORY) == StreamPosition(
-            1, first.position.epoch
-        )
+        assert again.position.offset == 0 and again.position.epoch
+        nothing = await broker.recover(channel, first.position, options=HISTORY)
+        assert nothing.recovered and nothing.publications == []
+        assert not await self.stored(broker, channel)
+        position = await broker.publish(channel, "one", options=HISTORY)
+        assert position is not None and position.offset == 1
+        assert await self.stored(broker, channel)
         recovery = await broker.recover(channel, first.position, options=HISTORY)
         assert recovery.recovered
         assert [p.data for p in recovery.publications] == ["one"]
+        assert recovery.position == position
+        since = await broker.history(channel, options=HISTORY, since=again.position)
+        assert [p.data for p in since.publications] == ["one"]
+
+    async def test_empty_position_is_gone_once_trimmed_or_forged(
+        self, broker: Broker, channel: str
+    ) -> None:
+        empty = (await broker.history(channel, options=HISTORY, limit=0)).position
+        small = ChannelOptions(history_size=2, history_ttl=300.0)
+        for i in range(3):
+            await broker.publish(channel, i, options=small)
+        recovery = await broker.recover(channel, empty, options=small)
+        assert not recovery.recovered and recovery.position.offset == 3
+        for forged in ("~", "~x.1", empty.epoch + "0" * 20, "~" + empty.epoch[1:] + "x"):
+            with pytest.raises(PositionGone):
+                await broker.history(channel, options=small, since=StreamPosition(0, forged))
+        with pytest.raises(PositionGone):
+            await broker.history(channel, options=small, since=StreamPosition(1, empty.epoch))
 
     async def test_history_without_since(self, broker: Broker, channel: str) -> None:
         for i in range(1, 6):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from hubbub.cluster.broker import ChannelOptions, ClientInfo, Publication
+from hubbub.cluster.broker import Broker, ChannelOptions, ClientInfo, Publication
 from hubbub.cluster.memory import MemoryBroker
 from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
@@ -40,7 +40,9 @@ async def broker(handler: RecordingHandler) -> AsyncIterator[MemoryBroker]:
 
 
 class TestMemoryBrokerContract(BrokerContract):
-    pass
+    async def stored(self, broker: Broker, channel: str) -> bool:
+        assert isinstance(broker, MemoryBroker)
+        return channel in broker._streams
 
 
 @pytest.fixture
@@ -90,7 +92,8 @@ async def test_history_expires_ttl_after_last_publication(
     assert gone.position.offset == 0
     assert first is not None and gone.position.epoch != first.epoch
     restarted = await timed.publish("c", 3, options=OPTIONS)
-    assert restarted == StreamPosition(1, gone.position.epoch)
+    assert restarted is not None and restarted.offset == 1 and restarted.epoch != first.epoch
+    assert (await timed.recover("c", gone.position, options=OPTIONS)).recovered
     with pytest.raises(PositionGone):
         await timed.history("c", options=OPTIONS, since=second)
     recovery = await timed.recover("c", second, options=OPTIONS)
@@ -101,9 +104,11 @@ async def test_read_position_expires_without_publications(
     timed: MemoryBroker, clock: FakeClock
 ) -> None:
     empty = (await timed.history("c", options=OPTIONS, limit=0)).position
+    assert timed._streams == {}  # reads store nothing
     clock.advance(TTL - 1)
-    assert (await timed.history("c", options=OPTIONS)).position == empty  # reads do not extend
-    clock.advance(1)
+    assert (await timed.recover("c", empty, options=OPTIONS)).recovered
+    clock.advance(1)  # a history made since could have expired by now: gone
+    assert not (await timed.recover("c", empty, options=OPTIONS)).recovered
     assert (await timed.history("c", options=OPTIONS)).position.epoch != empty.epoch
 
 
@@ -155,15 +160,15 @@ async def test_sweep_frees_expired_streams_only(timed: MemoryBroker, clock: Fake
     short = ChannelOptions(history_size=5, history_ttl=5.0)
     await timed.publish("old", 1, options=OPTIONS)
     await timed.publish("short", 1, options=short)
-    await timed.history("read-only", options=OPTIONS)
+    await timed.history("read-only", options=OPTIONS)  # reads store nothing
     assert timed.sweep() == 0
     clock.advance(5)
     assert timed.sweep() == 1
-    assert set(timed._streams) == {"old", "read-only"}
+    assert set(timed._streams) == {"old"}
     clock.advance(3)
     await timed.publish("old", 2, options=OPTIONS)  # now due at +18
-    clock.advance(2)  # +10: read-only is due, old's first deadline passes but it lives on
-    assert timed.sweep() == 1
+    clock.advance(2)  # +10: old's first deadline passes but it lives on
+    assert timed.sweep() == 0
     assert set(timed._streams) == {"old"}
     assert len(timed._deadlines) == 1
     clock.advance(8)

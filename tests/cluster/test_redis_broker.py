@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from hubbub.cluster.broker import ChannelOptions, ClientInfo
+from hubbub.cluster.broker import Broker, ChannelOptions, ClientInfo
 from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_layout import Keys
@@ -46,7 +46,10 @@ async def broker(handler: RecordingHandler, shared_redis: RedisProc) -> AsyncIte
 
 
 class TestRedisContract(BrokerContract):
-    pass
+    async def stored(self, broker: Broker, channel: str) -> bool:
+        assert isinstance(broker, RedisBroker)
+        keys = broker.keys.history_keys(channel)
+        return bool(await broker.shard_for(channel).call(b"EXISTS", *keys))
 
 
 @pytest.fixture
