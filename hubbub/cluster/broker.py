@@ -40,7 +40,6 @@ from hubbub.cluster.exceptions import BrokerUnavailable as BrokerUnavailable
 from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 
-
 #: The first character of an empty position's epoch; never in a real epoch.
 EMPTY_EPOCH_MARK = "~"
 

@@ -181,7 +181,8 @@ class MemoryBroker(Broker):
         if stream is None:
             if since is not None and not is_empty_epoch(since.epoch):
                 raise PositionGone()
-            return HistoryResult([], StreamPosition(0, empty_epoch(self._instance, int(now * 1000))))
+            empty = StreamPosition(0, empty_epoch(self._instance, int(now * 1000)))
+            return HistoryResult([], empty)
         pubs = stream.publications
         if since is None:
             count = len(pubs) if limit is None else max(0, min(limit, len(pubs)))

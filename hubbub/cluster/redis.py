@@ -48,7 +48,6 @@ from hubbub.cluster.sharding import shard_of
 from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
 
-
 #: The instance part of this engine's empty epochs (``~r.<ms>``, cluster.broker).
 EMPTY_INSTANCE = "r"
 
