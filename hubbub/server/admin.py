@@ -10,6 +10,15 @@ hand. Routes:
   <api key>``; 401 without the key, 404 when no key is configured.
 - ``GET /api/nodes``: the live nodes of the cluster (the broker's registry),
   same key rules; ``{"node": <this node>, "nodes": [{"node", "started", ...}]}``.
+
+Every GET route answers HEAD with the same headers and no body. What a client
+can make this listener hold is bounded before anything is checked
+(docs/limits.md "Admin listener"): ``admin_max_connections`` connections (503
+past it), 16 KiB of request line and headers (431), ``admin_request_timeout``
+for one request's headers and body together (408, however slowly it trickles),
+and ``admin_max_body`` bytes of body (413), read only for ``POST /api/publish``
+and only after its key was checked. Refusals close the connection; their
+messages are ours, never the client's text.
 """
 
 from __future__ import annotations
@@ -31,10 +40,22 @@ from hubbub.protocol.exceptions import CommandError, ProtocolViolation
 if TYPE_CHECKING:
     from hubbub.server.node import Node
 
-MAX_BODY = 1024 * 1024
-READ_TIMEOUT = 10.0
+#: Largest request line plus headers (h11 answers 431 past it).
+MAX_HEADERS = 16 * 1024
+#: Seconds a refused client's unread input is drained before the close, so the
+#: close is not a reset that could destroy the answer (docs/limits.md).
+CLOSE_GRACE = 1.0
 
 Response = tuple[int, bytes, bytes]  # status, content type, body
+
+
+class _Refusal(Exception):
+    """The request is answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def _json(status: int, body: Any) -> Response:
@@ -44,94 +65,200 @@ def _json(status: int, body: Any) -> Response:
 async def serve_admin(
     node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+    """One admin connection: requests one after the other (keep-alive), each
+    with its whole time (headers and body) bounded by ``admin_request_timeout``.
+    Over ``admin_max_connections`` the connection gets a 503 and is closed."""
+    limits = node.settings.limits
+    if node.admin_connections >= limits.admin_max_connections:
+        node.limits.hit("admin_max_connections")
+        conn = h11.Connection(h11.SERVER)
+        _answer(writer, conn, _json(503, {"error": "too many admin connections"}), keep=False)
+        await _close(reader, writer)
+        return
+    node.admin_connections += 1
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
+    loop = asyncio.get_running_loop()
     try:
         while True:
-            request, body = await _read_request(conn, reader)
-            if request is None:
+            deadline = loop.time() + node.settings.limits.admin_request_timeout
+            try:
+                request = await _next(conn, reader, deadline, h11.Request)
+                if request is None:
+                    break
+                assert isinstance(request, h11.Request)
+                response = await _respond(node, conn, reader, request, deadline)
+            except _Refusal as exc:
+                if exc.status == 408:
+                    node.limits.hit("admin_request_timeout")
+                elif exc.status == 413:
+                    node.limits.hit("admin_max_body")
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    _answer(writer, conn, _json(exc.status, {"error": exc.message}), keep=False)
                 break
-            if body is None:
-                status, ctype, payload = _json(413, {"error": "body too large"})
-            else:
-                status, ctype, payload = await _route(node, request, body)
-            keep = status < 400
-            headers = [
-                (b"content-type", ctype),
-                (b"content-length", str(len(payload)).encode()),
-            ]
-            if not keep:
-                headers.append((b"connection", b"close"))
-            writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-            writer.write(conn.send(h11.Data(data=payload)) or b"")
-            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            # Keep the connection only when the request was read to its end.
+            keep = response[0] < 400 and conn.their_state is h11.DONE
+            _answer(writer, conn, response, keep=keep, head=request.method == b"HEAD")
             await writer.drain()
-            if conn.our_state is h11.MUST_CLOSE or not keep:
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 break
             conn.start_next_cycle()
-    except (TimeoutError, h11.RemoteProtocolError, ConnectionError, OSError):
-        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            try:
-                bad = conn.send(
-                    h11.Response(
-                        status_code=400,
-                        headers=[(b"content-length", b"0"), (b"connection", b"close")],
-                    )
-                )
-                writer.write((bad or b"") + (conn.send(h11.EndOfMessage()) or b""))
-            except h11.LocalProtocolError:
-                pass
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        node.admin_connections -= 1
+        await _close(reader, writer)
+
+
+def _answer(
+    writer: asyncio.StreamWriter,
+    conn: h11.Connection,
+    response: Response,
+    *,
+    keep: bool,
+    head: bool = False,
+) -> None:
+    """Write one response; a HEAD request gets the headers a GET would, no body."""
+    status, ctype, payload = response
+    headers = [(b"content-type", ctype), (b"content-length", str(len(payload)).encode())]
+    if not keep:
+        headers.append((b"connection", b"close"))
+    out = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+    if payload and not head:
+        out += conn.send(h11.Data(data=payload)) or b""
+    out += conn.send(h11.EndOfMessage()) or b""
+    writer.write(out)
+
+
+async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, drop what the client still sends for up to :data:`CLOSE_GRACE`
+    seconds, then close (unread input would turn the close into a reset)."""
+    try:
+        if writer.can_write_eof() and not writer.is_closing():
+            writer.write_eof()
+            async with asyncio.timeout(CLOSE_GRACE):
+                while await reader.read(65536):
+                    pass
+    except (TimeoutError, ConnectionError, OSError):
+        pass
     finally:
         writer.close()
 
 
-async def _read_request(
-    conn: h11.Connection, reader: asyncio.StreamReader
-) -> tuple[h11.Request | None, bytes | None]:
-    """One request and its body (None when over MAX_BODY); (None, None) at EOF."""
-    request: h11.Request | None = None
+async def _next(
+    conn: h11.Connection, reader: asyncio.StreamReader, deadline: float, *want: type
+) -> Any:
+    """The next h11 event of a kind in ``want`` (or EndOfMessage), reading as
+    needed until ``deadline`` (408); None at a clean end of the connection."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            message = "request headers too large" if status == 431 else "malformed HTTP request"
+            raise _Refusal(status, message) from None
+        if event is h11.NEED_DATA:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise _Refusal(408, "request not received in time")
+            try:
+                data = await asyncio.wait_for(reader.read(65536), left)
+            except TimeoutError:
+                raise _Refusal(408, "request not received in time") from None
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None
+        if isinstance(event, h11.Request):
+            # h11 bounds only headers that arrive in pieces; one read can hold more.
+            size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            if size > MAX_HEADERS:
+                raise _Refusal(431, "request headers too large")
+        if isinstance(event, (*want, h11.EndOfMessage)):
+            return event
+
+
+def _declared_body(request: h11.Request) -> int | None:
+    """The body size the request declares: its Content-Length, None when
+    chunked, 0 without a body."""
+    for name, _ in request.headers:
+        if name == b"transfer-encoding":
+            return None
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has checked it is a number
+    return 0
+
+
+async def _read_body(
+    conn: h11.Connection, reader: asyncio.StreamReader, deadline: float, limit: int
+) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit``."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await asyncio.wait_for(reader.read(65536), READ_TIMEOUT)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            size += len(event.data)
-            if size <= MAX_BODY:
-                chunks.append(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return request, (b"".join(chunks) if size <= MAX_BODY else None)
-        elif isinstance(event, h11.ConnectionClosed):
-            return None, None
+        event = await _next(conn, reader, deadline, h11.Data)
+        if event is None:
+            raise _Refusal(400, "connection closed inside the body")
+        if isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        size += len(event.data)
+        if size > limit:
+            raise _Refusal(413, f"body over {limit} bytes")
+        chunks.append(event.data)
 
 
-async def _route(node: Node, request: h11.Request, body: bytes) -> Response:
-    method = request.method.decode()
-    path = request.target.decode().split("?", 1)[0]
-    if path == "/healthz" and method in ("GET", "HEAD"):
+async def _respond(
+    node: Node,
+    conn: h11.Connection,
+    reader: asyncio.StreamReader,
+    request: h11.Request,
+    deadline: float,
+) -> Response:
+    """Route one request. Only ``POST /api/publish`` reads a body, and only
+    after the key and the declared size were checked; other requests' bodies
+    are never read (the connection closes after the answer)."""
+    method = request.method.decode("latin-1")
+    path = request.target.decode("latin-1").split("?", 1)[0]
+    declared = _declared_body(request)
+    if path == "/api/publish" and method == "POST":
+        if not node.settings.config.auth.api_key:
+            return _json(404, {"error": "the server API is disabled (no [auth] api_key)"})
+        if not authorized(node, request):
+            return _json(401, {"error": "missing or wrong API key"})
+        limit = node.settings.limits.admin_max_body
+        if declared is not None and declared > limit:
+            raise _Refusal(413, f"body over {limit} bytes")
+        body = await _read_body(conn, reader, deadline, limit)
+        return await _api_publish(node, body)
+    if declared == 0:
+        await _next(conn, reader, deadline)  # the request's end: no body to read
+    return await _route(node, method, path, request)
+
+
+async def _route(node: Node, method: str, path: str, request: h11.Request) -> Response:
+    """Every route but ``POST /api/publish``: GET and HEAD only."""
+    known = path in ("/healthz", "/readyz", "/metrics", "/api/nodes", "/api/publish")
+    if not known:
+        return _json(404, {"error": "not found"})
+    if path == "/api/publish":
+        return _json(405, {"error": "use POST"})
+    if method not in ("GET", "HEAD"):
+        return _json(405, {"error": "use GET or HEAD"})
+    if path == "/healthz":
         return 200, b"text/plain", b"ok\n"
-    if path == "/readyz" and method in ("GET", "HEAD"):
+    if path == "/readyz":
         ready = node.ready
         body_out = {"ready": ready, "draining": node.draining, "broker": node.broker.healthy}
         return _json(200 if ready else 503, body_out)
-    if path == "/metrics" and method in ("GET", "HEAD"):
+    if path == "/metrics":
         return 200, CONTENT_TYPE_LATEST.encode(), node.metrics.exposition()
-    if path == "/api/publish":
-        if method != "POST":
-            return _json(405, {"error": "use POST"})
-        return await _api_publish(node, request, body)
-    if path == "/api/nodes" and method in ("GET", "HEAD"):
-        return await _api_nodes(node, request)
-    return _json(404, {"error": "not found"})
+    return await _api_nodes(node, request)
 
 
 def authorized(node: Node, request: h11.Request) -> bool:
     """Whether the request carries the API key (compared in constant time)."""
-    key = node.config.auth.api_key.encode()
+    key = node.settings.config.auth.api_key.encode()
     for name, value in request.headers:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
@@ -140,11 +267,8 @@ def authorized(node: Node, request: h11.Request) -> bool:
     return False
 
 
-async def _api_publish(node: Node, request: h11.Request, body: bytes) -> Response:
-    if not node.config.auth.api_key:
-        return _json(404, {"error": "the server API is disabled (no [auth] api_key)"})
-    if not authorized(node, request):
-        return _json(401, {"error": "missing or wrong API key"})
+async def _api_publish(node: Node, body: bytes) -> Response:
+    """``POST /api/publish`` once its key and size were checked."""
     try:
         message = decode_json(body)
     except ProtocolViolation:
@@ -173,7 +297,7 @@ async def _api_publish(node: Node, request: h11.Request, body: bytes) -> Respons
 
 async def _api_nodes(node: Node, request: h11.Request) -> Response:
     """The cluster's live nodes as the broker's registry knows them (docs/clustering.md)."""
-    if not node.config.auth.api_key:
+    if not node.settings.config.auth.api_key:
         return _json(404, {"error": "the server API is disabled (no [auth] api_key)"})
     if not authorized(node, request):
         return _json(401, {"error": "missing or wrong API key"})

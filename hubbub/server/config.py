@@ -93,6 +93,12 @@ class LimitsConfig:
     """Seconds a draining node gives its clients to move before closing the rest."""
     write_delay: float = 0.0
     """Seconds a client's publications may be held so several share one send(); 0 = none."""
+    admin_max_connections: int = 64
+    """Open connections to the admin listener; one more gets HTTP 503."""
+    admin_max_body: int = 1048576
+    """Largest request body of the server API (HTTP 413), checked before it is read."""
+    admin_request_timeout: float = 10.0
+    """Seconds one admin request (headers and body) may take (HTTP 408)."""
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class Node:
             forget=self.forget,
         )
         self.connections: dict[Connection, None] = {}
+        self.admin_connections = 0  # open admin HTTP connections (server.admin)
         self.started_at = time.time()
         self.addresses: dict[str, tuple[str, int]] = {}
         self.tls: ssl.SSLContext | None = None

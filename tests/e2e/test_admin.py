@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
 from collections.abc import Iterator
@@ -149,7 +150,11 @@ async def test_api_publish_with_wrong_or_missing_key_is_401(api_node: NodeProc) 
             )
             assert status == 401, (key, body)
         status, _, _ = await asyncio.to_thread(
-            http_request, api_node, "POST", "/api/publish", publish_body(ch, 1),
+            http_request,
+            api_node,
+            "POST",
+            "/api/publish",
+            publish_body(ch, 1),
             {"Authorization": f"Basic {API_KEY}"},
         )
         assert status == 401
@@ -175,8 +180,9 @@ async def test_api_publish_delivers(api_node: NodeProc) -> None:
 
         blob = b"\x00\xffapi"
         data = {"$b64": base64.b64encode(blob).decode()}
-        status, _, body = await ahttp(api_node, "POST", "/api/publish", publish_body(ch, data),
-                                      API_KEY)
+        status, _, body = await ahttp(
+            api_node, "POST", "/api/publish", publish_body(ch, data), API_KEY
+        )
         assert status == 200, body
         assert (await tcp.push("pub", channel=ch))["data"] == blob
         assert (await ws.push("pub", channel=ch))["data"] == data
@@ -213,3 +219,213 @@ async def test_api_publish_on_history_channel_returns_offset(api_node: NodeProc)
 async def test_api_publish_bad_body_is_400(api_node: NodeProc, body: bytes) -> None:
     status, _, reply = await ahttp(api_node, "POST", "/api/publish", body, API_KEY)
     assert status == 400, reply
+
+
+# -- what a client can make the admin listener hold (docs/limits.md) -------------
+
+LIMITED = f"""
+[limits]
+admin_max_connections = 8
+admin_max_body = 4096
+admin_request_timeout = 1.0
+
+[auth]
+api_key = "{API_KEY}"
+"""
+
+
+@pytest.fixture(scope="module")
+def limited_node() -> Iterator[NodeProc]:
+    node = start_node(LIMITED)
+    yield node
+    node.stop()
+
+
+def _responses(raw: bytes) -> list[tuple[int, bytes]]:
+    """Parse what the server wrote into (status, body) pairs."""
+    import h11
+
+    client = h11.Connection(h11.CLIENT)
+    client.receive_data(raw)
+    out: list[tuple[int, bytes]] = []
+    status, body = 0, b""
+    while True:
+        event = client.next_event()
+        if isinstance(event, h11.Response):
+            status, body = event.status_code, b""
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            out.append((status, body))
+            if client.our_state is h11.MUST_CLOSE or client.their_state is h11.MUST_CLOSE:
+                break
+            # One request per response: tell h11 a request went out each time.
+            client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+            client.send(h11.EndOfMessage())
+            client.start_next_cycle()
+        elif event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+            break
+    return out
+
+
+async def _raw(
+    node: NodeProc, data: bytes, *, wait: float = 3.0, method: bytes = b"GET"
+) -> tuple[bytes, bool]:
+    """Write ``data``, read until the server closes or ``wait`` passes:
+    (what came, whether the server closed)."""
+    assert node.admin is not None
+    reader, writer = await asyncio.open_connection(*node.admin)
+    writer.write(data)
+    got = b""
+    closed = False
+    try:
+        async with asyncio.timeout(wait):
+            while chunk := await reader.read(65536):
+                got += chunk
+            closed = True
+    except TimeoutError:
+        pass
+    writer.close()
+    return got, closed
+
+
+async def test_head_gets_headers_only_and_the_next_request_is_answered(
+    limited_node: NodeProc,
+) -> None:
+    """HEAD used to raise h11's LocalProtocolError (a traceback per request)
+    and drop the request pipelined behind it."""
+    import h11
+
+    requests = (
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    raw, _ = await _raw(limited_node, requests)
+    client = h11.Connection(h11.CLIENT)
+    client.receive_data(raw)
+    statuses, bodies = [], []
+    for method, target in ((b"HEAD", b"/healthz"), (b"HEAD", b"/metrics"), (b"GET", b"/healthz")):
+        client.send(h11.Request(method=method, target=target, headers=[(b"host", b"x")]))
+        client.send(h11.EndOfMessage())
+        body = b""
+        while not isinstance(event := client.next_event(), h11.EndOfMessage):
+            assert event is not h11.NEED_DATA, raw
+            if isinstance(event, h11.Response):
+                statuses.append(event.status_code)
+            elif isinstance(event, h11.Data):
+                body += event.data
+        bodies.append(body)
+        if client.our_state is h11.DONE and client.their_state is h11.DONE:
+            client.start_next_cycle()
+    assert statuses == [200, 200, 200] and bodies == [b"", b"", b"ok\n"], raw
+    assert "Traceback" not in limited_node.log_text()
+
+
+@pytest.mark.parametrize("key", [None, "wrong", API_KEY])
+async def test_a_large_declared_body_is_refused_before_it_is_read(
+    limited_node: NodeProc, key: str | None
+) -> None:
+    auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
+    head = b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n" + auth
+    raw, closed = await _raw(limited_node, head + b"\r\n")
+    ((status, body),) = _responses(raw)
+    assert status == (413 if key == API_KEY else 401), raw
+    assert closed and API_KEY not in body.decode()
+
+
+async def test_an_endless_chunked_body_is_cut_at_the_limit(limited_node: NodeProc) -> None:
+    assert limited_node.admin is not None
+    reader, writer = await asyncio.open_connection(*limited_node.admin)
+    writer.write(
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
+    )
+    got = b""
+    for _ in range(200):  # 200 KB at most; the limit is 4 KB
+        try:
+            writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            await writer.drain()
+            got += await asyncio.wait_for(reader.read(65536), 0.05)
+        except TimeoutError:
+            continue
+        except ConnectionError:
+            break
+        if got:
+            break
+    writer.close()
+    ((status, _),) = _responses(got)
+    assert status == 413, got
+
+
+async def test_a_trickled_body_is_cut_at_the_request_timeout(limited_node: NodeProc) -> None:
+    """A body trickled a byte at a time, each within any per-read timeout,
+    used to be kept open; the request as a whole has admin_request_timeout."""
+    assert limited_node.admin is not None
+    reader, writer = await asyncio.open_connection(*limited_node.admin)
+    writer.write(
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
+    )
+    got = b""
+    for _ in range(40):  # 40 x 0.25 s, the timeout is 1 s
+        try:
+            writer.write(b"{")
+            await writer.drain()
+            got += await asyncio.wait_for(reader.read(65536), 0.25)
+        except TimeoutError:
+            continue
+        except ConnectionError:
+            break
+        if got:
+            break
+    writer.close()
+    ((status, _),) = _responses(got)
+    assert status == 408, got
+
+
+async def test_connections_past_the_limit_get_503(limited_node: NodeProc) -> None:
+    assert limited_node.admin is not None
+    idle = [await asyncio.open_connection(*limited_node.admin) for _ in range(8)]
+    await asyncio.sleep(0.2)
+    raw, closed = await _raw(limited_node, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [s for s, _ in _responses(raw)] == [503] and closed, raw
+    for _, writer in idle:
+        writer.close()
+    await asyncio.sleep(0.2)
+    raw, _ = await _raw(
+        limited_node, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert [s for s, _ in _responses(raw)] == [200], raw
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n"],
+    ids=["malformed", "headers-too-large"],
+)
+async def test_bad_requests_get_a_clear_4xx(limited_node: NodeProc, request_bytes: bytes) -> None:
+    raw, closed = await _raw(limited_node, request_bytes)
+    ((status, body),) = _responses(raw)
+    assert status in (400, 431) and b"GARBAGE" not in body and closed, raw
+
+
+async def test_partial_bodies_without_the_key_hold_no_memory(api_node: NodeProc) -> None:
+    """60 connections each sending 900 KB of a 1 MB body without the key used
+    to make the node buffer them all (+117 MB for 100)."""
+    from tests.e2e.probes import rss_bytes
+
+    assert api_node.admin is not None
+    before = rss_bytes(api_node.proc.pid)
+    conns = [await asyncio.open_connection(*api_node.admin) for _ in range(60)]
+    head = b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+    for _, writer in conns:
+        writer.write(head + b"x" * 900_000)
+    for _, writer in conns:
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+    await asyncio.sleep(0.5)
+    growth = rss_bytes(api_node.proc.pid) - before
+    for _, writer in conns:
+        writer.close()
+    assert growth < 20 * 1024 * 1024, growth / 2**20
