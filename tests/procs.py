@@ -106,9 +106,11 @@ def start_node(
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 15.0,
+    nofile: tuple[int, int] | None = None,
 ) -> NodeProc:
     """Start ``hubbub serve`` on free loopback ports with an optional TOML
-    ``config`` text; returns once it logged its listening line."""
+    ``config`` text (``nofile``: its soft and hard limits of open files);
+    returns once it logged its listening line."""
     cmd = [*HUBBUB, "serve", "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0",
            "--admin", "127.0.0.1:0"]
     config_path = None
@@ -122,8 +124,21 @@ def start_node(
     cmd += list(args)
     proc_env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
     proc_env.update(env or {})
+
+    def limit_files() -> None:
+        if nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=proc_env
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=proc_env,
+        preexec_fn=limit_files if nofile is not None else None,
     )
     node = NodeProc(proc, config_path=config_path)
     ready = threading.Event()

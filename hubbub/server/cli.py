@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -138,6 +139,29 @@ class _Signals:
         self.node.reload(fresh)
 
 
+def raise_fd_limit() -> dict[str, int]:
+    """Raise the soft limit of open files to the hard one (each client is a
+    file descriptor); returns ``soft``, ``hard`` and what the soft one ``was``,
+    which :func:`serve` logs once the node listens. The node keeps a reserve
+    of descriptors and refuses clients past it (docs/limits.md)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    was = soft
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:  # the kernel's ceiling for one process
+            with open("/proc/sys/fs/nr_open") as fh:
+                target = int(fh.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # the line serve logs shows it was not raised
+    return {"soft": soft, "hard": hard, "was": was}
+
+
 async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     """Run a node until it has drained after a signal; SIGHUP applies
     ``reread()`` (the config file again) with :meth:`Node.reload`."""
@@ -148,6 +172,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
         server = dataclasses.replace(config.server, node_id=secrets.token_hex(4))
         config = dataclasses.replace(config, server=server)
     broker = make_broker(config.broker.redis, node_id=config.server.node_id)
+    fds = raise_fd_limit()
     node = Node(config, broker)
     signals = _Signals(node, reread)
     signals.install(asyncio.get_running_loop())
@@ -159,6 +184,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     except ConfigError as exc:
         log.error("config_error", error=str(exc))
         return 1
+    log.info("fd_limit", **fds)
     signals.started()
     await node.wait_stopped()
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.rawclient import JSON, open_tcp, open_ws
-from tests.procs import ROOT, NodeProc
+from tests.procs import ROOT, NodeProc, start_node
 
 HUBBUB = str(Path(sys.executable).parent / "hubbub")
 
@@ -168,3 +168,17 @@ def test_signal_without_clients_exits_0(node_factory: Callable[..., NodeProc]) -
     node = node_factory(None)
     node.signal(signal.SIGTERM)
     assert node.wait(10) == 0, node.log_text()
+
+
+def test_serve_raises_its_soft_fd_limit_to_the_hard_one_and_logs_both() -> None:
+    import resource
+
+    hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    node = start_node(None, nofile=(256, hard))
+    try:
+        with open(f"/proc/{node.proc.pid}/limits") as fh:
+            (line,) = [x for x in fh if x.startswith("Max open files")]
+        assert line.split()[3:5] == [str(hard), str(hard)], line
+        assert f"event=fd_limit soft={hard} hard={hard} was=256" in node.log_text()
+    finally:
+        node.stop()
