@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -179,6 +180,10 @@ def test_serve_raises_its_soft_fd_limit_to_the_hard_one_and_logs_both() -> None:
         with open(f"/proc/{node.proc.pid}/limits") as fh:
             (line,) = [x for x in fh if x.startswith("Max open files")]
         assert line.split()[3:5] == [str(hard), str(hard)], line
-        assert f"event=fd_limit soft={hard} hard={hard} was=256" in node.log_text()
+        deadline = time.monotonic() + 5
+        want = f"event=fd_limit soft={hard} hard={hard} was=256"
+        while want not in node.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert want in node.log_text()
     finally:
         node.stop()
