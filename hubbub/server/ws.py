@@ -33,9 +33,9 @@ from hubbub.protocol.exceptions import ProtocolViolation
 from hubbub.protocol.messages import push_disconnect
 from hubbub.server import static
 from hubbub.server.connection import Connection, Goodbye, Services
+from hubbub.server.globs import ORIGIN_SEPARATORS, compile_glob
 from hubbub.server.outbox import Outbox
 from hubbub.server.settings import Settings
-from hubbub.server.globs import ORIGIN_SEPARATORS, compile_glob
 from hubbub.server.wire import Format
 
 READ_CHUNK = 65536

@@ -13,13 +13,14 @@ itself, close its transport, and let nothing escape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from websockets.frames import Frame, Opcode
 
 from hubbub.protocol.codec import decode_json, decode_msgpack, encode_json, encode_msgpack
-from hubbub.protocol.errors import CommandError, ProtocolViolation
+from hubbub.protocol.exceptions import CommandError, ProtocolViolation
 from hubbub.protocol.frames import FrameDecoder
 from hubbub.protocol.messages import parse_command
 
@@ -72,10 +73,8 @@ def command(data: bytes) -> None:
             message = decode(data)
         except ProtocolViolation:
             continue
-        try:
+        with contextlib.suppress(CommandError):
             parse_command(message)
-        except CommandError:
-            pass
 
 
 # -- the transports' read loops ---------------------------------------------------
@@ -143,8 +142,9 @@ class Harness:
         await node.broker.start(node.hub)
         return node
 
-    def run(self, serve: Any, chunks: list[bytes]) -> FakeTransport:
-        """Run ``serve(node, reader, writer)`` over ``chunks``, then EOF."""
+    def run(self, serve: Any, chunks: list[bytes], *, admin: bool = False) -> FakeTransport:
+        """Run ``serve(services, reader, writer)`` (the admin listener's takes
+        the node) over ``chunks``, then EOF."""
         transport = FakeTransport()
 
         async def go() -> None:
@@ -155,7 +155,8 @@ class Harness:
             for chunk in chunks:
                 reader.feed_data(chunk)
             reader.feed_eof()
-            await asyncio.wait_for(serve(self.node, reader, writer), 5.0)
+            first = self.node if admin else self.node.services
+            await asyncio.wait_for(serve(first, reader, writer), 5.0)
 
         self.loop.run_until_complete(go())
         assert transport.closing, "the read loop ended without closing its transport"
@@ -221,8 +222,8 @@ def ws_read_loop(data: bytes) -> None:
         stream = HANDSHAKE + (body if cut < 0 else body[: cut + 4] + _ws_frames(body[cut + 4 :]))
     else:  # a refused handshake (origin) with frames behind it
         stream = HANDSHAKE + b"Origin: https://evil.example\r\n\r\n" + _ws_frames(body)
-    step = 1 + data[0] // 4
-    _get_harness().run(serve_ws, [stream[i : i + step * 16] for i in range(0, len(stream), step * 16)])
+    step = 16 * (1 + data[0] // 4)
+    _get_harness().run(serve_ws, [stream[i : i + step] for i in range(0, len(stream), step)])
 
 
 def tcp_read_loop(data: bytes) -> None:
@@ -246,7 +247,7 @@ def admin_http(data: bytes) -> None:
         stream = b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n" + body
     else:
         stream = b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\n" + body
-    _get_harness().run(serve_admin, _chunks(bytes([data[0]]) + stream))
+    _get_harness().run(serve_admin, _chunks(bytes([data[0]]) + stream), admin=True)
 
 
 TARGETS: dict[str, Target] = {
