@@ -130,6 +130,13 @@ def test_two_windows_chat_through_one_node_json(
     cy.wait(lambda d: texts(cy) == ["hello from Bob ✓", "hi Bob"], "history on join")
     ada.wait(lambda d: "Cy" in presence(ada), "Cy's join in Ada's presence list")
     ada.screenshot("chat-one-node")
+    # The live-feed tab: the page publishes ticks and shows their delivery latency.
+    ada.driver.find_element(By.CSS_SELECTOR, '.tab[data-view="feed"]').click()
+    ada.wait(lambda d: int(d.find_element(By.ID, "ticks").text) >= 3, "ticks on the feed")
+    assert ada.driver.find_element(By.ID, "lat-p50").text.endswith(" ms")
+    prices = ada.driver.find_elements(By.CSS_SELECTOR, "#tickers .price")
+    assert len(prices) == 6 and any(p.text != "\u2013" for p in prices)  # the placeholder dash
+    ada.screenshot("live-feed")
 
 
 @pytest.fixture

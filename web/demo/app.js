@@ -209,7 +209,7 @@ for (const tab of document.querySelectorAll(".tab")) {
   });
 }
 
-const feed = { sub: null, latencies: [], arrivals: [], count: 0, prices: {}, timer: null };
+const feed = { sub: null, latencies: [], arrivals: [], count: 0, prices: {}, timer: null, otherPublisher: null };
 
 function startFeed() {
   if (feed.sub) return;
@@ -222,7 +222,11 @@ function startFeed() {
     }),
   );
   feed.sub = client.subscribe("feed:ticker");
-  feed.sub.on("publication", (p) => onTick(p.data));
+  feed.sub.on("publication", (p) => {
+    const id = p.sender?.client;
+    if (id && !myIds.has(id)) feed.otherPublisher = { id, at: Date.now() };
+    onTick(p.data);
+  });
   for (const sym of SYMBOLS) feed.prices[sym] = 50 + Math.random() * 150;
   feed.timer = setInterval(publishTick, 250);
   setInterval(drawFeed, 500);
@@ -230,14 +234,19 @@ function startFeed() {
 
 function publishTick() {
   if (!$("publishing").checked || !client.connected) return;
+  // One publisher at a time: a tab that hears another's ticks stays quiet, unless its
+  // id sorts first, so two open tabs do not both drive the ticker.
+  const other = feed.otherPublisher;
+  if (other && Date.now() - other.at < 1500 && other.id < client.clientId) return;
   const sym = SYMBOLS[Math.floor(Math.random() * SYMBOLS.length)];
   const price = (feed.prices[sym] *= 1 + (Math.random() - 0.5) * 0.01);
   client.publish("feed:ticker", { sym, price: Math.round(price * 100) / 100, ts: Date.now() }).catch(() => {});
 }
 
 function onTick(tick) {
-  if (!tick || typeof tick.sym !== "string") return;
+  if (!tick || typeof tick.sym !== "string" || !Number.isFinite(tick.price)) return;
   const now = Date.now();
+  feed.prices[tick.sym] = tick.price; // whoever publishes next walks on from here
   feed.count += 1;
   feed.arrivals.push(now);
   if (Number.isFinite(tick.ts)) feed.latencies.push(Math.max(0, now - tick.ts));
