@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test check bench clean
+.PHONY: install system-deps run test check bench fuzz clean
 
 # The venv is (re)built when missing or older than pyproject.toml or the system package list.
 $(STAMP): pyproject.toml .ci/system-deps
@@ -30,6 +30,11 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check hubbub
 	$(BIN)/mypy
+
+# Every fuzz target for FUZZ_RUNS inputs (tests/fuzz; CI runs a short pass in make test).
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz all $(FUZZ_RUNS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from typing import Any
 
 from hubbub import log
@@ -43,16 +44,29 @@ CONNECTION_LIMIT_AFTER_MS = (1000, 5000)
 class Limits:
     """The node's limit checks and their report; one per node, shared."""
 
-    __slots__ = ("channel_rates", "reporter", "settings")
+    __slots__ = ("_last_fault", "channel_rates", "reporter", "settings")
 
     def __init__(self, counter: Any, settings: Settings) -> None:
         self.settings = settings
         self.reporter = LimitReporter(counter)
         self.channel_rates = ChannelRates()
+        self._last_fault = -REPORT_EVERY
 
     def hit(self, what: str) -> None:
         """One hit of limit ``what``: the metric now, the aggregated log line later."""
         self.reporter.hit(what)
+
+    def fault(self, transport: str) -> None:
+        """A bug of ours escaped a transport's read loop (called in its
+        ``except``): that connection ends, the node goes on. Counted as
+        ``internal_error``; the traceback is logged at most once per
+        :data:`REPORT_EVERY` seconds, so a client that can trigger it on demand
+        cannot flood the log."""
+        self.reporter.hit("internal_error")
+        now = time.monotonic()
+        if now - self._last_fault >= REPORT_EVERY:
+            self._last_fault = now
+            log.error("transport_failed", exc_info=True, transport=transport)
 
     def sweep(self, now: float) -> None:
         """Log the hits due (:meth:`LimitReporter.report`), forget full buckets

@@ -69,6 +69,9 @@ async def serve_tcp(
                 break
     except (ConnectionError, OSError):
         pass
+    except Exception:  # a bug of ours: this connection ends, the node goes on
+        services.limits.fault("tcp")
+        transport.abort()
     finally:
         await conn.finish(reader)
 

@@ -40,6 +40,13 @@ from hubbub.server.wire import Format
 
 READ_CHUNK = 65536
 WS_PATH = "/ws"
+#: Bytes of a close frame's reason (125 of payload less the 2-byte code).
+MAX_CLOSE_REASON = 123
+#: Longest HTTP upgrade request read before it must have ended (431 past it).
+MAX_REQUEST = 65536
+#: Bytes a frame header costs at least; what a message counts per frame
+#: (RFC 6455 §5.2), so empty continuation frames add up too.
+FRAME_OVERHEAD = 2
 _quiet = logging.getLogger("hubbub.websockets")
 _quiet.setLevel(logging.WARNING)
 
@@ -82,55 +89,80 @@ def _protocol(settings: Settings) -> ServerProtocol:
     )
 
 
+def close_reason(reason: str | None) -> str:
+    """``reason`` cut to the 123 bytes a close frame holds (RFC 6455 §5.5), at a
+    character boundary: the limit is in UTF-8 bytes, not characters."""
+    raw = (reason or "").encode()
+    if len(raw) <= MAX_CLOSE_REASON:
+        return reason or ""
+    return raw[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
 def goodbye_for(ws: ServerProtocol) -> Goodbye:
-    """The WebSocket close: once the handshake is done, the ``disconnect`` push
-    and a close frame with its code (PROTOCOL.md §1, §5); nothing before it."""
+    """The WebSocket close: first whatever the protocol had queued (a pong, its
+    answer to the client's close), then, while the connection is open, the
+    ``disconnect`` push and a close frame with its code (PROTOCOL.md §1, §5).
+    Before the handshake and after a close from either side, nothing more."""
 
     def goodbye(
         outbox: Outbox, code: DisconnectCode, reason: str | None, after: int | None
     ) -> None:
+        _queue(outbox, ws)
         if ws.state is not WsState.OPEN:
             return
         outbox.send(push_disconnect(code, reason, after))
-        ws.send_close(int(code), (reason or "")[:120])
-        for data in ws.data_to_send():
-            if data:
-                outbox.write(data)
+        ws.send_close(int(code), close_reason(reason))
+        _queue(outbox, ws)
 
     return goodbye
 
 
-def _flush_protocol(conn: Connection, ws: ServerProtocol) -> bool:
+def _queue(outbox: Outbox, ws: ServerProtocol) -> bool:
     """Queue what the protocol wants sent; True when it asked to end the stream."""
     eof = False
     for data in ws.data_to_send():
         if data:
-            conn.outbox.write(data)
+            outbox.write(data)
         else:
             eof = True
     return eof
 
 
+def _flush_protocol(conn: Connection, ws: ServerProtocol) -> bool:
+    """Queue what the protocol wants sent; True when it asked to end the stream."""
+    return _queue(conn.outbox, ws)
+
+
 class _Messages:
     """Whole messages out of data frames (RFC 6455 §5.4): a fragmented one is
-    joined from its continuation frames; control frames are none."""
+    joined from its continuation frames; control frames are none. A message
+    counts every frame's bytes from its first one (payload plus
+    :data:`FRAME_OVERHEAD`) against ``max_size``, so a stream of empty
+    continuation frames is cut like a large message (1009)."""
 
-    __slots__ = ("fragments", "text")
+    __slots__ = ("fragments", "max_size", "size", "text")
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int) -> None:
         self.fragments: list[bytes] = []
         self.text = False
+        self.size = 0
+        self.max_size = max_size
 
     def add(self, frame: Frame) -> tuple[bytes, bool] | None:
-        """The payload and whether it is text, once ``frame`` ends a message."""
+        """The payload and whether it is text, once ``frame`` ends a message;
+        raises :class:`MessageTooBig` past ``max_size``."""
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if not frame.fin:
                 self.fragments = [cast(bytes, frame.data)]
                 self.text = opcode is Opcode.TEXT
+                self.size = FRAME_OVERHEAD + len(frame.data)
                 return None
             return cast(bytes, frame.data), opcode is Opcode.TEXT
         if opcode is Opcode.CONT:
+            self.size += FRAME_OVERHEAD + len(frame.data)
+            if self.size > self.max_size:
+                raise MessageTooBig()
             self.fragments.append(cast(bytes, frame.data))
             if not frame.fin:
                 return None
@@ -139,11 +171,18 @@ class _Messages:
         return None  # ping (pong queued by the protocol), pong, close
 
 
+class MessageTooBig(Exception):
+    """A fragmented message passed ``max_frame``, counted from its first byte."""
+
+
 async def serve_ws(
     services: Services, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Feed the protocol large chunks; answer the handshake, then hand each
-    message to the commands."""
+    message to the commands. Until the handshake succeeded the protocol sees
+    the HTTP request and nothing else: what a client pipelined behind it is
+    kept back, and read only after a 101 — after a refusal (403, 404, 400,
+    3007) it is never read, let alone executed."""
     ws = _protocol(services.settings)
     transport = cast(asyncio.Transport, writer.transport)  # start_server's are Transports
     conn = services.accept(transport, "ws", Format.WS_TEXT, goodbye_for(ws))
@@ -151,7 +190,8 @@ async def serve_ws(
     forwarded = services.settings.trusted.trusts(conn.peer)
     admitted = None if forwarded else services.admission.admit(conn)
     stats_in = services.stats.bytes_in
-    messages = _Messages()
+    messages = _Messages(services.settings.limits.max_frame)
+    request = bytearray()  # the upgrade request, until it has ended
     try:
         while conn.writable:
             data = await reader.read(READ_CHUNK)
@@ -159,8 +199,16 @@ async def serve_ws(
                 ws.receive_eof()
                 break
             stats_in["ws"] += len(data)
-            ws.receive_data(data)
-            await _events(services, conn, ws, admitted, messages, writer)
+            if ws.state is WsState.CONNECTING:
+                request += data
+                data = _handshake_bytes(ws, request)
+                if ws.state is WsState.CONNECTING:
+                    await _events(services, conn, ws, admitted, messages, writer)
+                if ws.state is not WsState.OPEN or not conn.writable:
+                    data = b""  # refused, or not whole yet: nothing after it is read
+            if data:
+                ws.receive_data(data)
+                await _events(services, conn, ws, admitted, messages, writer)
             if conn.writable and _flush_protocol(conn, ws):
                 break  # close handshake done, handshake refused, or protocol error
             if ws.state is WsState.CLOSED or ws.close_expected():
@@ -170,10 +218,29 @@ async def serve_ws(
             await conn.outbox.pace(writer)
     except (ConnectionError, OSError):
         pass
+    except Exception:  # a bug of ours: this connection ends, the node goes on
+        services.limits.fault("ws")
+        transport.abort()
     finally:
         if conn.writable and ws.parser_exc is not None and ws.state is not WsState.CONNECTING:
             _count_protocol_close(services, ws)
         await conn.finish(reader)
+
+
+def _handshake_bytes(ws: ServerProtocol, request: bytearray) -> bytes:
+    """Give the protocol the upgrade request once it has ended (its blank line)
+    and return what came after it; refuse a request over :data:`MAX_REQUEST`
+    with 431. Returns b"" while the request is incomplete."""
+    end = request.find(b"\r\n\r\n")
+    if end < 0:
+        if len(request) > MAX_REQUEST:
+            request.clear()
+            ws.send_response(ws.reject(431, "Request Header Fields Too Large\n"))
+        return b""
+    head, rest = bytes(request[: end + 4]), bytes(request[end + 4 :])
+    request.clear()
+    ws.receive_data(head)
+    return rest
 
 
 async def _events(
@@ -184,7 +251,7 @@ async def _events(
     messages: _Messages,
     writer: asyncio.StreamWriter,
 ) -> None:
-    """Act on what one chunk brought: the handshake (and a refusal), then the
+    """Act on what the protocol parsed: the handshake (and a refusal), then the
     messages, each handled before the next; stops once the connection closes."""
     handle = services.commands.handle
     for event in ws.events_received():
@@ -201,7 +268,11 @@ async def _events(
             continue
         if not isinstance(event, Frame):
             continue
-        whole = messages.add(event)
+        try:
+            whole = messages.add(event)
+        except MessageTooBig:
+            _too_big(services, ws)
+            return
         if whole is None:
             continue
         message = _decode(conn, *whole)
@@ -211,6 +282,14 @@ async def _events(
         if not conn.writable:
             return
         await conn.outbox.pace(writer)
+
+
+def _too_big(services: Services, ws: ServerProtocol) -> None:
+    """Close with 1009 a message that passed ``max_frame`` in its fragments."""
+    services.limits.hit("max_frame")
+    services.metrics.disconnects.labels(str(WS_MESSAGE_TOO_BIG)).inc()
+    if ws.state is WsState.OPEN:
+        ws.fail(WS_MESSAGE_TOO_BIG, "message too big")
 
 
 def _decode(conn: Connection, payload: bytes, text: bool) -> dict[str, Any] | None:
