@@ -11,12 +11,21 @@ Counts are by the client's address (``Connection.peer``): the peer's, or, from a
 ``[server] trusted_proxies`` peer, the one its proxy gave (``server.proxies``): the
 transport admits a connection once it knows it — at once, after the PROXY header
 (TCP), or at the handshake request (WebSocket, X-Forwarded-For).
+
+Two more reasons to refuse with 3007: ``max_connects_per_ip_per_second`` (so a
+client cannot reset its command bucket by reconnecting), and the process's
+open-files limit — clients are refused while fewer than
+``admin_max_connections`` + :data:`FD_RESERVE` descriptors are left, so the
+admin listener (``/healthz``) and the broker still get theirs and the kernel
+never resets clients silently (one aggregated error line, ``what=fd_limit``).
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hubbub.protocol.codes import DisconnectCode
@@ -28,10 +37,23 @@ if TYPE_CHECKING:
     from hubbub.server.connection import Connection
 
 
+#: Descriptors left free beyond ``admin_max_connections`` (broker reconnects, logs).
+FD_RESERVE = 16
+
+
 class Admission:
     """The node's connection counts and the decision to admit or refuse."""
 
-    __slots__ = ("admitted", "lifecycle", "limits", "per_ip", "settings")
+    __slots__ = (
+        "admitted",
+        "clock",
+        "file_limit",
+        "lifecycle",
+        "limits",
+        "open_files",
+        "per_ip",
+        "settings",
+    )
 
     def __init__(self, settings: Settings, limits: Limits, lifecycle: Lifecycle) -> None:
         self.settings = settings
@@ -39,6 +61,11 @@ class Admission:
         self.lifecycle = lifecycle
         self.admitted: set[Connection] = set()  # those counted against the limits
         self.per_ip: dict[str, int] = {}  # admitted connections by peer address
+        self.clock: Callable[[], float] = time.monotonic
+        #: The soft limit of open files (0: unknown, not checked) and how many
+        #: the process has open, as the node counts them (set at its start).
+        self.file_limit = 0
+        self.open_files: Callable[[], int] = lambda: 0
 
     @property
     def counted(self) -> int:
@@ -53,10 +80,17 @@ class Admission:
         if lim.max_connections and len(self.admitted) >= lim.max_connections:
             self.limits.hit("max_connections")
             return False
+        if self.file_limit:
+            room = self.file_limit - lim.admin_max_connections - FD_RESERVE
+            if self.open_files() >= room:
+                self.limits.hit("fd_limit")
+                return False
         ip = conn.peer
         count = self.per_ip.get(ip, 0)
         if lim.max_connections_per_ip and count >= lim.max_connections_per_ip:
             self.limits.hit("max_connections_per_ip")
+            return False
+        if not self.limits.connect_rate(ip, self.clock()):
             return False
         self.per_ip[ip] = count + 1
         self.admitted.add(conn)

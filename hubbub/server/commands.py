@@ -55,6 +55,31 @@ from hubbub.server.metrics import Metrics
 from hubbub.server.ratelimit import ABUSE, ADMIT
 from hubbub.server.session import State
 from hubbub.server.settings import Settings
+from hubbub.server.wire import Format, encode_for
+
+#: Bytes of a reply that are not its list (id, keys, offset, epoch, ``more``),
+#: kept free when a list is fitted into ``max_frame``.
+REPLY_SLACK = 256
+
+
+def fit(
+    messages: list[dict[str, Any]], budget: int, fmt: Format, *, newest: bool = False
+) -> tuple[list[dict[str, Any]], bool]:
+    """As many of ``messages`` as fit in ``budget`` bytes encoded for ``fmt``
+    (from the oldest on, or the newest back with ``newest``), and whether some
+    were left out. Replies are bounded by ``max_frame`` this way (docs/limits.md)."""
+    order = reversed(messages) if newest else iter(messages)
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for message in order:
+        used += len(encode_for(fmt, message))
+        if used > budget:
+            break
+        kept.append(message)
+    if newest:
+        kept.reverse()
+    return kept, len(kept) < len(messages)
+
 
 if TYPE_CHECKING:
     from hubbub.server.connection import Connection
@@ -114,6 +139,8 @@ class Commands:
                 await self.settle(conn)
                 self._refuse(conn, verdict, command.id, op, op)
                 return
+        else:
+            conn.charge_control()  # but against the control budget (server.connection)
         state = conn.session.state
         if state is not State.OPEN and op != "connect":
             if state is State.CONNECTING:
@@ -263,6 +290,14 @@ class Commands:
             raise CommandError(ErrorCode.BAD_REQUEST, "already connected")
         if self.lifecycle.draining:
             raise CommandError(ErrorCode.UNAVAILABLE, "node draining")
+        limit = self.settings.limits.max_client_name
+        for field, value in (("name", cmd.client_name), ("version", cmd.client_version)):
+            if value is not None and len(value.encode()) > limit:
+                raise CommandError(
+                    ErrorCode.BAD_REQUEST,
+                    f"client {field} over {limit} bytes",
+                    extra={"max_client_name": limit},
+                )
         conn.identity = self.authenticator.authenticate(cmd.token, time.time())
         conn.client_id = secrets.token_urlsafe(12)
         client_meta = None
@@ -337,8 +372,12 @@ class Commands:
         self.hub.buffer(conn, channel)
         if cmd.recover and cmd.since is not None:
             rec = await self.broker.recover(channel, cmd.since, options=opts)
-            reply["recovered"] = rec.recovered
-            reply["publications"] = [pub_message(p) for p in rec.publications]
+            pubs = [pub_message(p) for p in rec.publications]
+            budget = self.settings.limits.max_frame - REPLY_SLACK
+            pubs, more = fit(pubs, budget, conn.outbox.fmt)
+            # What missed does not fit in one reply: the client reloads (history pages).
+            reply["recovered"] = rec.recovered and not more
+            reply["publications"] = [] if more else pubs
             position = rec.position
         else:
             position = (await self.broker.history(channel, options=opts, limit=0)).position
@@ -381,7 +420,16 @@ class Commands:
             raise CommandError(ErrorCode.NOT_FOUND, "presence is not enabled for this namespace")
         self._check_subscribe(conn, cmd.channel, ns)
         clients = await self.broker.presence(cmd.channel)
-        return {"clients": {c: {"user": i.user, "info": i.info} for c, i in clients.items()}}
+        listed = {c: {"user": i.user, "info": i.info} for c, i in clients.items()}
+        reply = {"clients": listed}
+        if len(encode_for(conn.outbox.fmt, reply)) > self.settings.limits.max_frame - REPLY_SLACK:
+            self.limits.hit("reply_size")
+            raise CommandError(
+                ErrorCode.TOO_LARGE,
+                "presence too large for one reply",
+                extra={"clients": len(listed)},
+            )
+        return reply
 
     async def history(self, conn: Connection, cmd: History) -> Reply:
         opts = self.settings.channel_options(cmd.channel)
@@ -391,11 +439,24 @@ class Commands:
         result = await self.broker.history(
             cmd.channel, options=opts, since=cmd.since, limit=cmd.limit
         )
-        return {
-            "publications": [pub_message(p) for p in result.publications],
+        pubs = [pub_message(p) for p in result.publications]
+        budget = self.settings.limits.max_frame - REPLY_SLACK
+        pubs, more = fit(pubs, budget, conn.outbox.fmt, newest=cmd.since is None)
+        if more and not pubs:
+            self.limits.hit("reply_size")
+            raise CommandError(
+                ErrorCode.TOO_LARGE,
+                "a publication does not fit in one reply",
+                extra={"max_frame": self.settings.limits.max_frame},
+            )
+        reply: Reply = {
+            "publications": pubs,
             "offset": result.position.offset,
             "epoch": result.position.epoch,
         }
+        if more:
+            reply["more"] = True  # a page: ask again from the last (or first) offset
+        return reply
 
     async def ping(self, conn: Connection, cmd: Ping) -> Reply:
         return {}

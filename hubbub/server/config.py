@@ -79,6 +79,10 @@ class LimitsConfig:
     """Connections per node; 0 = no limit."""
     max_connections_per_ip: int = 0
     """Connections per client IP address; 0 = no limit."""
+    max_connects_per_ip_per_second: float = 0.0
+    """New connections per second from one client IP address (3007 past it); 0 = no limit."""
+    max_client_name: int = 128
+    """Bytes of connect's client name and of its version, each (400 past it)."""
     outbound_buffer: int = 1048576
     """Bytes pending for one client before the slow-consumer policy applies."""
     slow_consumer: str = "disconnect"

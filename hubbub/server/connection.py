@@ -26,7 +26,7 @@ from hubbub.protocol.messages import push_ping
 from hubbub.server.auth import ANONYMOUS, Identity
 from hubbub.server.keepalive import Due, Timers
 from hubbub.server.outbox import Outbox, Outboxes
-from hubbub.server.ratelimit import CommandLimiter
+from hubbub.server.ratelimit import CommandLimiter, TokenBucket
 from hubbub.server.session import Session, State
 from hubbub.server.wire import Format
 
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from hubbub.server.metrics import Metrics, Stats
     from hubbub.server.settings import Settings
 
+#: Seconds a connection whose read loop ended is kept reading (and dropping)
+#: what its client still sends before it is aborted.
+LINGER_ABORT = 5.0
 #: A transport's last words before the close (``tcp.goodbye``, ``ws.goodbye``):
 #: queue the ``disconnect`` push (and a WebSocket close frame) on the outbox.
 Goodbye = Callable[[Outbox, DisconnectCode, "str | None", "int | None"], None]
@@ -67,6 +70,8 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "client_id",
+        "control",
+        "control_debt",
         "goodbye",
         "identity",
         "inflight",
@@ -104,6 +109,11 @@ class Connection:
         limits = services.settings.limits
         self.timers = Timers(now, limits.handshake_timeout)
         self.limiter = CommandLimiter(limits.messages_per_second, limits.message_burst, now)
+        # Control messages (pong commands, WebSocket pings and pongs) never count
+        # against the command bucket (PROTOCOL.md §2) but have a bucket of their
+        # own, of the same size: past it the connection is not read for a while.
+        self.control = TokenBucket(limits.messages_per_second, limits.message_burst, now)
+        self.control_debt = 0.0
         self.client_id = ""
         self.identity: Identity = ANONYMOUS
         self.info: ClientInfo | None = None
@@ -120,6 +130,24 @@ class Connection:
         """The outbox overflowed under the ``disconnect`` policy."""
         log.debug("slow_consumer", client=self.client_id, peer=self.peer)
         self.disconnect(DisconnectCode.SLOW_CONSUMER, abort_after=1.0)
+
+    # -- control budget ----------------------------------------------------
+
+    def charge_control(self, count: int = 1) -> None:
+        """``count`` control messages arrived; past the control budget the
+        transport pauses reading (:meth:`throttle`) until it is paid back."""
+        debt = self.control.charge(count, self.services.clock())
+        if debt:
+            if not self.control_debt:
+                self.services.limits.hit("control")
+            self.control_debt = debt
+
+    async def throttle(self) -> None:
+        """Called by a transport before it reads on: wait out a control debt (the
+        client's kernel window closes, it slows down; keepalive still runs)."""
+        debt, self.control_debt = self.control_debt, 0.0
+        if debt:
+            await asyncio.sleep(debt)
 
     # -- timers ------------------------------------------------------------
 
@@ -191,15 +219,23 @@ class Connection:
             loop.call_later(abort_after, transport.abort)
 
     async def finish(self, reader: asyncio.StreamReader) -> None:
-        """The transport's read loop ended: flush and close, or, after a
-        :meth:`disconnect`, drop the client's input until it closes
-        (:meth:`linger`); then leave every channel."""
+        """The transport's read loop ended: half-close after what is queued
+        (unless :meth:`disconnect` already did), drop the client's input until
+        it closes (:meth:`linger`, aborted after a few seconds), then leave
+        every channel."""
         try:
             if self.session.state.writable:
+                # The loop ended on its own (EOF, a protocol's close, a refused
+                # handshake): half-close after the queued bytes and linger too,
+                # so unread input does not turn the close into a reset.
                 self.outbox.flush()
-                self.transport.close()
-            else:
-                await self.linger(reader)
+                transport = self.transport
+                if not transport.is_closing() and transport.can_write_eof():
+                    transport.write_eof()
+                    asyncio.get_running_loop().call_later(LINGER_ABORT, transport.abort)
+                else:
+                    transport.close()  # TLS cannot half-close
+            await self.linger(reader)
         finally:
             self.closed()
 

@@ -36,6 +36,8 @@ from hubbub.server.settings import Settings
 
 #: Seconds between two ``limits`` log lines of one kind.
 REPORT_EVERY = 10.0
+#: Limits whose aggregated line is an error: the node itself is short of something.
+ERROR_KINDS = frozenset({"fd_limit", "internal_error"})
 #: ``after`` of a 3007 (connection limit): uniform in this range, in ms, so
 #: refused clients do not all come back at once.
 CONNECTION_LIMIT_AFTER_MS = (1000, 5000)
@@ -44,17 +46,28 @@ CONNECTION_LIMIT_AFTER_MS = (1000, 5000)
 class Limits:
     """The node's limit checks and their report; one per node, shared."""
 
-    __slots__ = ("_last_fault", "channel_rates", "reporter", "settings")
+    __slots__ = ("_last_fault", "channel_rates", "connect_rates", "reporter", "settings")
 
     def __init__(self, counter: Any, settings: Settings) -> None:
         self.settings = settings
         self.reporter = LimitReporter(counter)
         self.channel_rates = ChannelRates()
+        self.connect_rates = ChannelRates()  # keyed by client address
         self._last_fault = -REPORT_EVERY
 
     def hit(self, what: str) -> None:
         """One hit of limit ``what``: the metric now, the aggregated log line later."""
         self.reporter.hit(what)
+
+    def connect_rate(self, ip: str, now: float) -> bool:
+        """Whether a new connection from ``ip`` is within
+        ``max_connects_per_ip_per_second`` (a bucket per address, like a
+        channel's publish bucket); a refusal is counted."""
+        rate = self.settings.limits.max_connects_per_ip_per_second
+        if not rate or not self.connect_rates.take(ip, rate, now):
+            return True
+        self.hit("max_connects_per_ip_per_second")
+        return False
 
     def fault(self, transport: str) -> None:
         """A bug of ours escaped a transport's read loop (called in its
@@ -73,6 +86,7 @@ class Limits:
         (called by the node's sweeper)."""
         self.reporter.report(now)
         self.channel_rates.prune(now)
+        self.connect_rates.prune(now)
 
     def command(self, limiter: CommandLimiter, now: float) -> int:
         """One command against the connection's bucket: :data:`ADMIT`,
@@ -146,7 +160,8 @@ class LimitReporter:
             del self.counts[what]
             last[what] = now
             due.append((what, count))
-            log.warning("limits", what=what, count=count, every=REPORT_EVERY)
+            report = log.error if what in ERROR_KINDS else log.warning
+            report("limits", what=what, count=count, every=REPORT_EVERY)
         return due
 
 

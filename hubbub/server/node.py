@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
+import resource
 import secrets
 import ssl
 import time
@@ -62,6 +64,7 @@ class Node:
         self.admission = Admission(self.settings, self.limits, self.lifecycle)
         self._loop = asyncio.get_running_loop()
         self.clock = self._loop.time
+        self.admission.clock = self.clock
         self.outboxes = Outboxes(self.settings, self.limits, self.stats, self._loop)
         self.commands = Commands(
             settings=self.settings,
@@ -127,6 +130,7 @@ class Node:
             await self._close_servers()
             await self.broker.close()
             raise
+        self._count_files()
         self.lifecycle.to(NodeState.RUNNING)
         self.broker.describe_node(self.describe)
         self._sweeper = self._loop.create_task(self._sweep())
@@ -137,6 +141,17 @@ class Node:
             tls="on" if self.tls else "off",
             **{k: f"{h}:{p}" for k, (h, p) in self.addresses.items()},
         )
+
+    def _count_files(self) -> None:
+        """Give admission the open-files limit and a cheap count of the open
+        files: those open now (listeners, broker, logs) plus one per client and
+        admin connection (server.admission refuses clients near the limit)."""
+        try:
+            base = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            return  # no /proc: not checked
+        self.admission.file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.admission.open_files = lambda: base + len(self.connections) + self.admin_connections
 
     async def _listen(self) -> None:
         """Bind the configured listeners: TCP and WebSocket (over TLS when set), admin."""

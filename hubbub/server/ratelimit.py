@@ -51,6 +51,16 @@ class TokenBucket:
         self.tokens = tokens
         return (1.0 - tokens) / self.rate
 
+    def charge(self, count: int, now: float) -> float:
+        """Take ``count`` tokens even if they are not there (the bucket goes into
+        debt); returns the seconds until the debt is paid (0.0: none)."""
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        self.stamp = now
+        self.tokens = tokens - count
+        return 0.0 if self.tokens >= -_EPSILON else -self.tokens / self.rate
+
     def full(self, now: float) -> bool:
         """Whether the bucket would be full at ``now`` (it then equals a new one)."""
         return self.tokens + (now - self.stamp) * self.rate >= self.burst - _EPSILON

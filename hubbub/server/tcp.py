@@ -59,6 +59,7 @@ async def serve_tcp(
                     if not conn.writable:
                         break
                     await conn.outbox.pace(writer)
+                await conn.throttle()
                 if decoder.error is not None and conn.writable:
                     raise decoder.error  # after the frames that came before it
                 data = b""

@@ -216,6 +216,7 @@ async def serve_ws(
             # Pongs to WebSocket pings are output too: a client that floods
             # pings without reading is not read further either.
             await conn.outbox.pace(writer)
+            await conn.throttle()
     except (ConnectionError, OSError):
         pass
     except Exception:  # a bug of ours: this connection ends, the node goes on
@@ -267,6 +268,9 @@ async def _events(
                 return
             continue
         if not isinstance(event, Frame):
+            continue
+        if event.opcode is Opcode.PING or event.opcode is Opcode.PONG:
+            conn.charge_control()
             continue
         try:
             whole = messages.add(event)
