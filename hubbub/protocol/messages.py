@@ -240,6 +240,11 @@ def push_lag(channel: str, dropped: int) -> dict[str, Any]:
     return {"push": "lag", "channel": channel, "dropped": dropped}
 
 
+def push_unsubscribe(channel: str, code: int, reason: str) -> dict[str, Any]:
+    """The server ended a subscription (e.g. a ``refresh`` token no longer allows it)."""
+    return {"push": "unsubscribe", "channel": channel, "code": code, "reason": reason}
+
+
 def push_ping() -> dict[str, Any]:
     return {"push": "ping"}
 

@@ -43,6 +43,7 @@ from hubbub.protocol.messages import (
     Unsubscribe,
     parse_command,
     push_error,
+    push_unsubscribe,
     reply_error,
     reply_ok,
 )
@@ -469,7 +470,20 @@ class Commands:
         if not conn.identity.anonymous and identity.user != conn.identity.user:
             raise CommandError(ErrorCode.FORBIDDEN, "token is for another user")
         conn.identity = identity
+        self._recheck(conn)
         return {"expires": identity.expires}
+
+    def _recheck(self, conn: Connection) -> None:
+        """After a ``refresh``: every subscription the new token no longer allows
+        ends, each with an ``unsubscribe`` push (403) before the reply."""
+        for channel in list(conn.subs):
+            try:
+                self._check_subscribe(conn, channel, self.settings.namespace(channel))
+            except CommandError as exc:
+                del conn.subs[channel]
+                self.hub.release(conn, channel)
+                self.spawn(self._leave(conn, channel))
+                conn.outbox.send(push_unsubscribe(channel, int(exc.code), exc.message))
 
 
 #: Which op a parsed command is (``protocol.messages.parse_command`` builds them).

@@ -240,3 +240,25 @@ async def test_origin_star_does_not_cross_a_colon(auth_node: NodeProc) -> None:
         with pytest.raises(InvalidStatus) as refused:
             await connect(url, origin=origin)  # type: ignore[arg-type]
         assert refused.value.response.status_code == 403, origin
+
+
+async def test_a_narrowing_refresh_unsubscribes_what_it_no_longer_allows(
+    auth_node: NodeProc,
+) -> None:
+    """refresh used to keep the subscriptions the new token no longer allows."""
+    chat, news = channel("chat:"), channel("news")
+    client = await open_tcp(auth_node, token=token(channels=["chat:*", "news*"]))
+    await client.ok("subscribe", channel=chat)
+    await client.ok("subscribe", channel=news)
+    await client.ok("refresh", token=token(channels=["news*"]))
+    push = await client.push("unsubscribe", channel=chat)
+    assert push["code"] == 403, push
+    publisher = await open_tcp(auth_node)
+    await publisher.ok("publish", channel=chat, data="gone")
+    await publisher.ok("publish", channel=news, data="still")
+    pub = await client.push("pub")
+    assert (pub["channel"], pub["data"]) == (news, "still"), pub
+    reply = await client.request("unsubscribe", channel=chat)
+    assert reply["error"]["code"] == 409  # already ended by the refresh
+    await client.close()
+    await publisher.close()
