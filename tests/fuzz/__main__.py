@@ -3,8 +3,9 @@
 ``python -m tests.fuzz TARGET [libFuzzer flags]`` runs one target in this
 process (e.g. ``-runs=1000000``, ``-max_total_time=60``) and exits non-zero,
 with the input and its traceback, on the first unhandled exception.
-``python -m tests.fuzz all RUNS`` runs every target for RUNS inputs, each in a
-process of its own, and prints one line per target (``make fuzz``).
+``python -m tests.fuzz all RUNS [TARGET ...]`` runs every target (or those
+named) for RUNS inputs, each in a process of its own, and prints one line per
+target (``make fuzz``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def main() -> None:
     if len(sys.argv) >= 2 and sys.argv[1] == "all":
         runs = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
         failed = 0
-        for name in TARGETS:
+        for name in sys.argv[3:] or TARGETS:
             code, line = run(name, runs)
             print(line, flush=True)
             failed += code != 0
