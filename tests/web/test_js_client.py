@@ -25,14 +25,20 @@ def node_command() -> list[str]:
 
 def test_client_under_node_test_runner(redis_server: RedisProc) -> None:
     env = dict(os.environ, HUBBUB_TEST_PYTHON=sys.executable, HUBBUB_TEST_REDIS=redis_server.url)
-    run = subprocess.run(
-        [*node_command(), "--test", "--test-reporter=tap", "tests/web/js/"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=110,  # under the suite's 120 s per test
-    )
+    # Within the suite's 120 s per test; on a timeout the TAP output so far says where.
+    command = [*node_command(), "--test", "--test-reporter=tap"]
+    try:
+        run = subprocess.run(
+            [*command, "tests/web/js/"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=110,
+        )
+    except subprocess.TimeoutExpired as exc:
+        partial = f"{exc.stdout!r}\n{exc.stderr!r}"
+        raise AssertionError(f"node --test did not finish:\n{partial}") from None
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     assert "\n# fail 0\n" in output and "\n# skipped 0\n" in output, output

@@ -18,6 +18,15 @@ async function node(config = CHAT, opts = {}) {
   return n;
 }
 
+// Nodes that no test stops or pauses are shared: fewer processes, a shorter run.
+const SHARED = CHAT + "[namespaces.news]\nclient_publish = false\n[namespaces.slow]\npublish_rate = 1\n";
+const AUTH = `[auth]\nanonymous = false\nhmac_secret = "${SECRET}"\n` + CHAT;
+const shared = new Map();
+function sharedNode(config = SHARED) {
+  if (!shared.has(config)) shared.set(config, node(config));
+  return shared.get(config);
+}
+
 function client(url, options = {}) {
   const c = new Client(url, { timeout: 5000, ...options });
   clients.push(c);
@@ -114,7 +123,7 @@ for (const encoding of ["json", "msgpack"]) {
   describe(`commands over ${encoding}`, () => {
     let n;
     before(async () => {
-      n = await node(CHAT + "[namespaces.news]\nclient_publish = false\n[namespaces.slow]\npublish_rate = 1\n");
+      n = await sharedNode();
     });
 
     test("subscribe, publish, presence, history, join/leave", async () => {
@@ -124,25 +133,25 @@ for (const encoding of ["json", "msgpack"]) {
       const info = await a.connect();
       assert.equal(typeof info.client, "string");
       assert.deepEqual(states, ["connecting", "connected"]);
-      const sub = a.subscribe("chat:room", { recover: true });
+      const sub = a.subscribe(`chat:room-${encoding}`, { recover: true });
       const got = collect(sub);
       const joins = [];
       sub.on("join", (e) => joins.push(e.client));
       await sub.ready;
       const b = client(n.url, { encoding, name: "b" });
       await b.connect();
-      const bsub = b.subscribe("chat:room");
+      const bsub = b.subscribe(`chat:room-${encoding}`);
       await bsub.ready;
       await until(() => joins.includes(b.clientId), "the join");
-      const offset = await b.publish("chat:room", { text: "héllo ✓", n: 1.5, list: [1, null, true] });
+      const offset = await b.publish(`chat:room-${encoding}`, { text: "héllo ✓", n: 1.5, list: [1, null, true] });
       assert.equal(offset, 1);
       await until(() => got.length === 1, "the publication");
       assert.deepEqual(got[0].data, { text: "héllo ✓", n: 1.5, list: [1, null, true] });
       assert.equal(got[0].sender.client, b.clientId);
       assert.equal(got[0].offset, 1);
-      const present = await a.presence("chat:room");
+      const present = await a.presence(`chat:room-${encoding}`);
       assert.deepEqual(Object.keys(present).sort(), [a.clientId, b.clientId].sort());
-      const history = await a.history("chat:room", { limit: 10 });
+      const history = await a.history(`chat:room-${encoding}`, { limit: 10 });
       assert.deepEqual(history.publications.map((p) => p.data.text), ["héllo ✓"]);
       assert.equal(history.position.offset, 1);
       await bsub.unsubscribe();
@@ -154,11 +163,11 @@ for (const encoding of ["json", "msgpack"]) {
       await c.connect();
       await assert.rejects(c.publish("bad name!", 1), (e) => e instanceof ReplyError && e.code === 400);
       await assert.rejects(c.publish("news:x", 1), (e) => e instanceof ReplyError && e.code === 403);
-      await c.publish("slow:x", 1);
-      await assert.rejects(c.publish("slow:x", 2), (e) => e.code === 429 && e.retryAfter > 0 && e.message.length > 0);
-      const sub = c.subscribe("chat:dup");
+      await c.publish(`slow:${encoding}`, 1);
+      await assert.rejects(c.publish(`slow:${encoding}`, 2), (e) => e.code === 429 && e.retryAfter > 0 && e.message.length > 0);
+      const sub = c.subscribe(`chat:dup-${encoding}`);
       await sub.ready;
-      assert.throws(() => c.subscribe("chat:dup"), (e) => e.code === 409);
+      assert.throws(() => c.subscribe(`chat:dup-${encoding}`), (e) => e.code === 409);
       const refused = c.subscribe("bad name!");
       await assert.rejects(refused.ready, (e) => e.code === 400);
       assert.equal(refused.state, "closed");
@@ -169,7 +178,7 @@ for (const encoding of ["json", "msgpack"]) {
 
 describe("reconnects", { concurrency: true }, () => {
   test("close() during connect() rejects it at once", async () => {
-    const n = await node();
+    const n = await sharedNode();
     const c = client(n.url);
     const connecting = c.connect();
     c.close();
@@ -213,7 +222,7 @@ describe("reconnects", { concurrency: true }, () => {
   });
 
   test("a position no longer in history is reported as recovered: false", async () => {
-    const n = await node();
+    const n = await sharedNode();
     const c = client(n.url);
     await c.connect();
     const sub = c.subscribe("chat:gone", { recover: true, since: { offset: 7, epoch: "not-this-one" } });
@@ -226,7 +235,7 @@ describe("reconnects", { concurrency: true }, () => {
 
   test("commands in flight when the connection drops reject with Disconnected; later ones wait", async () => {
     const n = await node(CHAT + "[limits]\ndrain_timeout = 0.2\n");
-    const m = await node();
+    const m = await sharedNode();
     const c = client([n.url, m.url], { backoffBase: 20 });
     await c.connect();
     const sub = c.subscribe("chat:w");
@@ -239,7 +248,7 @@ describe("reconnects", { concurrency: true }, () => {
 
   test("a silent server is given up after ping + timeout and another node is used", async () => {
     const n = await node(CHAT + "[limits]\nping_interval = 0.5\n");
-    const m = await node();
+    const m = await sharedNode();
     const c = client([n.url, m.url], { timeout: 1000, backoffBase: 20 });
     await c.connect();
     const first = c.info.node;
@@ -255,7 +264,7 @@ describe("reconnects", { concurrency: true }, () => {
   });
 
   test("a disconnect without reconnect (3004) is final: subscriptions end", async () => {
-    const n = await node();
+    const n = await sharedNode();
     const c = client(n.url);
     await c.connect();
     const sub = c.subscribe("chat:final");
@@ -284,10 +293,9 @@ describe("reconnects", { concurrency: true }, () => {
 });
 
 describe("tokens", { concurrency: true }, () => {
-  const AUTH = `[auth]\nanonymous = false\nhmac_secret = "${SECRET}"\n` + CHAT;
 
   test("getToken is asked ahead of exp and the token refreshed in place", async () => {
-    const n = await node(AUTH);
+    const n = await sharedNode(AUTH);
     let asked = 0;
     const c = client(n.url, { token: makeToken("ann", 2), getToken: async () => (asked++, makeToken("ann", 60)), refreshAhead: 1000 });
     const ends = [];
@@ -300,7 +308,7 @@ describe("tokens", { concurrency: true }, () => {
   });
 
   test("a 3005 (expired token) makes the client fetch a new token and reconnect", async () => {
-    const n = await node(AUTH);
+    const n = await sharedNode(AUTH);
     let asked = 0;
     const c = client(n.url, { token: makeToken("bob", 3), getToken: async () => (asked++, makeToken("bob", 60)), refreshAhead: 0, backoffBase: 20 });
     const ends = [];
@@ -317,7 +325,7 @@ describe("tokens", { concurrency: true }, () => {
   });
 
   test("without getToken a 3005 is final", async () => {
-    const n = await node(AUTH);
+    const n = await sharedNode(AUTH);
     const c = client(n.url, { token: makeToken("cy", 60) });
     await c.connect();
     c.token = makeToken("cy", 1); // used by the refresh below
