@@ -176,10 +176,12 @@ class Broker(ABC):
         deliver synchronously have nothing to wait for."""
         return None
 
-    def describe_node(self, describe: Callable[[], dict[str, Any]]) -> None:
+    async def describe_node(self, describe: Callable[[], dict[str, Any]]) -> None:
         """Give the engine what the node reports about itself in a cluster
         registry (addresses, connections, subscriptions); called once the
-        listeners are bound. Engines without a registry ignore it."""
+        listeners are bound, and returns once the registry has it (so a node
+        that says it is listening is listed with its addresses). Engines
+        without a registry ignore it."""
         return None
 
     def backends(self) -> list[BackendState]:

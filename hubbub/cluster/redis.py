@@ -79,7 +79,6 @@ class RedisBroker(Broker):
         self._started = False
         self._closed = False
         self._describe: Callable[[], dict[str, Any]] = dict
-        self._beats: set[asyncio.Task[bool]] = set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -118,12 +117,10 @@ class RedisBroker(Broker):
     async def nodes(self) -> list[dict[str, Any]]:
         return await self.registry.nodes()
 
-    def describe_node(self, describe: Callable[[], dict[str, Any]]) -> None:
+    async def describe_node(self, describe: Callable[[], dict[str, Any]]) -> None:
         self._describe = describe
         if self._started and not self._closed:  # report the addresses now, not in 5 s
-            task = asyncio.get_running_loop().create_task(self.registry.beat())
-            self._beats.add(task)
-            task.add_done_callback(self._beats.discard)
+            await self.registry.beat()
 
     def _node_info(self) -> dict[str, Any]:
         """What this node reports in the registry besides its id and times."""

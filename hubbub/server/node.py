@@ -132,7 +132,7 @@ class Node:
             raise
         self._count_files()
         self.lifecycle.to(NodeState.RUNNING)
-        self.broker.describe_node(self.describe)
+        await self.broker.describe_node(self.describe)
         self._sweeper = self._loop.create_task(self._sweep())
         log.info(
             "listening",
