@@ -36,6 +36,7 @@ from hubbub import log
 from hubbub.protocol.channels import is_valid_channel
 from hubbub.protocol.codec import decode_json
 from hubbub.protocol.exceptions import CommandError, ProtocolViolation
+from hubbub.server.exceptions import AdminRefusal
 
 if TYPE_CHECKING:
     from hubbub.server.node import Node
@@ -47,15 +48,6 @@ MAX_HEADERS = 16 * 1024
 CLOSE_GRACE = 1.0
 
 Response = tuple[int, bytes, bytes]  # status, content type, body
-
-
-class _Refusal(Exception):
-    """The request is answered with ``status`` and the connection closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _json(status: int, body: Any) -> Response:
@@ -87,7 +79,7 @@ async def serve_admin(
                     break
                 assert isinstance(request, h11.Request)
                 response = await _respond(node, conn, reader, request, deadline)
-            except _Refusal as exc:
+            except AdminRefusal as exc:
                 if exc.status == 408:
                     node.limits.hit("admin_request_timeout")
                 elif exc.status == 413:
@@ -156,15 +148,15 @@ async def _next(
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             message = "request headers too large" if status == 431 else "malformed HTTP request"
-            raise _Refusal(status, message) from None
+            raise AdminRefusal(status, message) from None
         if event is h11.NEED_DATA:
             left = deadline - loop.time()
             if left <= 0:
-                raise _Refusal(408, "request not received in time")
+                raise AdminRefusal(408, "request not received in time")
             try:
                 data = await asyncio.wait_for(reader.read(65536), left)
             except TimeoutError:
-                raise _Refusal(408, "request not received in time") from None
+                raise AdminRefusal(408, "request not received in time") from None
             conn.receive_data(data)
             continue
         if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
@@ -173,7 +165,7 @@ async def _next(
             # h11 bounds only headers that arrive in pieces; one read can hold more.
             size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
             if size > MAX_HEADERS:
-                raise _Refusal(431, "request headers too large")
+                raise AdminRefusal(431, "request headers too large")
         if isinstance(event, (*want, h11.EndOfMessage)):
             return event
 
@@ -199,12 +191,12 @@ async def _read_body(
     while True:
         event = await _next(conn, reader, deadline, h11.Data)
         if event is None:
-            raise _Refusal(400, "connection closed inside the body")
+            raise AdminRefusal(400, "connection closed inside the body")
         if isinstance(event, h11.EndOfMessage):
             return b"".join(chunks)
         size += len(event.data)
         if size > limit:
-            raise _Refusal(413, f"body over {limit} bytes")
+            raise AdminRefusal(413, f"body over {limit} bytes")
         chunks.append(event.data)
 
 
@@ -228,7 +220,7 @@ async def _respond(
             return _json(401, {"error": "missing or wrong API key"})
         limit = node.settings.limits.admin_max_body
         if declared is not None and declared > limit:
-            raise _Refusal(413, f"body over {limit} bytes")
+            raise AdminRefusal(413, f"body over {limit} bytes")
         body = await _read_body(conn, reader, deadline, limit)
         return await _api_publish(node, body)
     if declared == 0:

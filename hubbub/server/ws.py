@@ -33,6 +33,7 @@ from hubbub.protocol.exceptions import ProtocolViolation
 from hubbub.protocol.messages import push_disconnect
 from hubbub.server import static
 from hubbub.server.connection import Connection, Goodbye, Services
+from hubbub.server.exceptions import MessageTooBig
 from hubbub.server.globs import ORIGIN_SEPARATORS, compile_glob
 from hubbub.server.outbox import Outbox
 from hubbub.server.settings import Settings
@@ -169,10 +170,6 @@ class _Messages:
             payload, self.fragments = b"".join(self.fragments), []
             return payload, self.text
         return None  # ping (pong queued by the protocol), pong, close
-
-
-class MessageTooBig(Exception):
-    """A fragmented message passed ``max_frame``, counted from its first byte."""
 
 
 async def serve_ws(

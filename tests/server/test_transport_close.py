@@ -15,7 +15,7 @@ from tests.server.fakes import FakeTransport, connect, node_parts
 
 
 def test_fragments_join_into_one_message_and_control_frames_are_none() -> None:
-    messages = ws._Messages()
+    messages = ws._Messages(2**16)
     assert messages.add(Frame(Opcode.TEXT, b'{"op":', fin=False)) is None
     assert messages.add(Frame(Opcode.PING, b"")) is None  # between fragments: allowed
     assert messages.add(Frame(Opcode.CONT, b'"ping"', fin=False)) is None
