@@ -254,14 +254,25 @@ def parse_address(value: str, where: str) -> tuple[str, int] | None:
 
 def validate(config: Config, where: str) -> Config:
     """Check values that types alone do not (ranges, choices, addresses)."""
-    s, lim = config.server, config.limits
+    _validate_listeners(config.server, where)
+    for url in config.broker.redis:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{where}: [broker] redis: not a redis:// URL: {url!r}")
+    _validate_limits(config.limits, where)
+    for name, ns in config.namespaces.items():
+        _validate_namespace(name, ns, where)
+    _validate_proxies_and_tls(config.server, where)
+    return config
+
+
+def _validate_listeners(s: ServerConfig, where: str) -> None:
     for key in ("tcp", "ws", "admin"):
         parse_address(getattr(s, key), f"{where}: [server] {key}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
-    for url in config.broker.redis:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{where}: [broker] redis: not a redis:// URL: {url!r}")
+
+
+def _validate_limits(lim: LimitsConfig, where: str) -> None:
     if not 16 <= lim.max_frame <= 64 * 1024 * 1024:
         raise ConfigError(f"{where}: [limits] max_frame must be from 16 to 67108864")
     if lim.slow_consumer not in ("disconnect", "drop"):
@@ -283,24 +294,28 @@ def validate(config: Config, where: str) -> Config:
             raise ConfigError(f"{where}: [limits] {key} must be >= 0")
     if not 0 <= lim.write_delay <= MAX_WRITE_DELAY:
         raise ConfigError(f"{where}: [limits] write_delay must be from 0 to {MAX_WRITE_DELAY}")
-    for name, ns in config.namespaces.items():
-        if ns.history_size < 0 or ns.history_ttl <= 0:
-            raise ConfigError(
-                f"{where}: [namespaces.{name}] history_size must be >= 0, history_ttl > 0"
-            )
-        if ns.publish_rate < 0 or ns.max_publication < 0:
-            raise ConfigError(
-                f"{where}: [namespaces.{name}] publish_rate and max_publication must be >= 0"
-            )
-        if ns.write_delay != -1 and not 0 <= ns.write_delay <= MAX_WRITE_DELAY:
-            raise ConfigError(
-                f"{where}: [namespaces.{name}] write_delay must be -1 or from 0 to "
-                f"{MAX_WRITE_DELAY}"
-            )
-        if ns.slow_consumer not in ("", "disconnect", "drop"):
-            raise ConfigError(
-                f"{where}: [namespaces.{name}] slow_consumer must be '', 'disconnect' or 'drop'"
-            )
+
+
+def _validate_namespace(name: str, ns: NamespaceConfig, where: str) -> None:
+    if ns.history_size < 0 or ns.history_ttl <= 0:
+        raise ConfigError(
+            f"{where}: [namespaces.{name}] history_size must be >= 0, history_ttl > 0"
+        )
+    if ns.publish_rate < 0 or ns.max_publication < 0:
+        raise ConfigError(
+            f"{where}: [namespaces.{name}] publish_rate and max_publication must be >= 0"
+        )
+    if ns.write_delay != -1 and not 0 <= ns.write_delay <= MAX_WRITE_DELAY:
+        raise ConfigError(
+            f"{where}: [namespaces.{name}] write_delay must be -1 or from 0 to {MAX_WRITE_DELAY}"
+        )
+    if ns.slow_consumer not in ("", "disconnect", "drop"):
+        raise ConfigError(
+            f"{where}: [namespaces.{name}] slow_consumer must be '', 'disconnect' or 'drop'"
+        )
+
+
+def _validate_proxies_and_tls(s: ServerConfig, where: str) -> None:
     for entry in s.trusted_proxies:
         try:
             ipaddress.ip_network(entry, strict=False)
@@ -317,7 +332,6 @@ def validate(config: Config, where: str) -> Config:
         )
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigError(f"{where}: [server] tls_cert and tls_key go together")
-    return config
 
 
 def from_mapping(
