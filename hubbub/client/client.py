@@ -16,18 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from hubbub.client.errors import Disconnected, ReplyError, ReplyTimeout
+from hubbub.client.errors import NOT_CONNECTED, Disconnected, ReplyError, ReplyTimeout
+from hubbub.client.recovery import reported_position, subscribe_command
 from hubbub.client.subscription import ChannelEvent, Publication, Subscription
-from hubbub.client.transport import DEFAULT_MAX_FRAME, Transport, TransportClosed, open_transport
+from hubbub.client.transport import DEFAULT_MAX_FRAME, Transport, open_transport
+from hubbub.protocol.backoff import backoff_delay
 from hubbub.protocol.codec import Encoding
-from hubbub.protocol.codes import RECONNECT, DisconnectCode, ErrorCode
+from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.exceptions import ProtocolViolation
 from hubbub.protocol.messages import MAX_ID, StreamPosition
 
@@ -43,35 +44,6 @@ class HistoryResult:
 
     publications: list[Publication]
     position: StreamPosition | None
-
-
-def backoff_delay(
-    attempt: int, base: float = 0.1, cap: float = 10.0, rand: Callable[[], float] = random.random
-) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rand() * min(cap, base * 2 ** min(attempt, 32))
-
-
-def _disconnect_from_push(message: dict[str, Any]) -> Disconnected:
-    code = message.get("code")
-    after = message.get("after")
-    reconnect = message.get("reconnect")
-    return Disconnected(
-        code if isinstance(code, int) else None,
-        str(message.get("reason", "")),
-        reconnect if isinstance(reconnect, bool) else True,
-        after if isinstance(after, int) and after >= 0 else None,
-    )
-
-
-def _disconnect_from_close(exc: TransportClosed) -> Disconnected:
-    """A WebSocket close code 3000-3007 stands for the disconnect push (§3)."""
-    code = exc.code
-    try:
-        reconnect = RECONNECT[DisconnectCode(code)] if code is not None else True
-    except ValueError:  # 1000, 1001, 1009, ...: not a hubbub code
-        reconnect = True
-    return Disconnected(code, exc.reason, reconnect)
 
 
 class Client:
@@ -195,7 +167,7 @@ class Client:
                 if exc.code not in _RETRY_CODES:
                     raise
                 error = exc
-            except (OSError, TimeoutError, TransportClosed, ProtocolViolation) as exc:
+            except (OSError, TimeoutError, ProtocolViolation) as exc:
                 error = exc
             except Disconnected as exc:
                 if not exc.reconnect:
@@ -315,13 +287,7 @@ class Client:
             for entry in ok.get("publications") or ()
             if isinstance(entry, dict)
         ]
-        offset, epoch = ok.get("offset"), ok.get("epoch")
-        position = (
-            StreamPosition(offset, epoch)
-            if isinstance(offset, int) and isinstance(epoch, str)
-            else None
-        )
-        return HistoryResult(pubs, position)
+        return HistoryResult(pubs, reported_position(ok))
 
     async def ping(self) -> None:
         """Round trip to the server."""
@@ -337,7 +303,7 @@ class Client:
     async def drain(self) -> None:
         """Wait until queued messages are handed to the OS (after many publish_nowait)."""
         if self._transport is not None:
-            with contextlib.suppress(TransportClosed):
+            with contextlib.suppress(Disconnected):
                 await self._transport.drain()
 
     # -- requests ---------------------------------------------------------------
@@ -373,10 +339,7 @@ class Client:
                 future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                 self._pending[cid] = future
                 try:
-                    try:
-                        transport.send(message)
-                    except TransportClosed as exc:
-                        raise Disconnected(None, exc.reason) from exc
+                    transport.send(message)
                     return await future
                 finally:
                     self._pending.pop(cid, None)
@@ -387,11 +350,8 @@ class Client:
         """Send a command without an id."""
         transport = self._transport
         if transport is None or not self._connected:
-            raise self._final or Disconnected(None, "not connected")
-        try:
-            transport.send(message)
-        except TransportClosed as exc:
-            raise Disconnected(None, exc.reason) from exc
+            raise self._final or Disconnected(None, NOT_CONNECTED)
+        transport.send(message)
 
     async def _subscribe(self, sub: Subscription, transport: Transport | None = None) -> None:
         """Send ``subscribe`` for ``sub`` and apply the reply, recovery included.
@@ -399,12 +359,8 @@ class Client:
         A re-subscribe asks for recovery from the last position; its live
         publications are held (see :meth:`_open`) until the reply is applied.
         """
-        message: dict[str, Any] = {"op": "subscribe", "channel": sub.channel}
         asked = sub.recover or sub.state == "subscribed"
-        if asked:
-            message["recover"] = True
-            if sub.position is not None:
-                message["since"] = sub.position.to_wire()
+        message = subscribe_command(sub.channel, recover=asked, since=sub.position)
         ok = await self._call(message, transport=transport)
         if self._subs.get(sub.channel) is sub:
             sub._apply_subscribe(ok, asked_recovery=asked and sub.position is not None)
@@ -551,8 +507,8 @@ class Client:
                     end = self._dispatch(transport, message)
                     if end is not None:
                         return end
-        except TransportClosed as exc:
-            return _disconnect_from_close(exc)
+        except Disconnected as exc:
+            return exc
         except ProtocolViolation as exc:
             return Disconnected(None, f"bad message from the server: {exc}")
 
@@ -631,7 +587,7 @@ class Client:
             if sub is not None and isinstance(channel, str):
                 sub._deliver(Publication.from_wire(message, channel))
         elif push == "ping":
-            with contextlib.suppress(TransportClosed, ReplyError):
+            with contextlib.suppress(Disconnected, ReplyError):
                 transport.send({"op": "pong"})
         elif push in ("join", "leave"):
             if sub is not None and isinstance(channel, str):
@@ -648,7 +604,7 @@ class Client:
                 except Exception:
                     log.exception("on_error callback failed")
         elif push == "disconnect":
-            return _disconnect_from_push(message)
+            return Disconnected.from_push(message)
         # Unknown pushes are ignored: the protocol may add some (PROTOCOL.md intro).
         return None
 
@@ -705,8 +661,7 @@ class Client:
             return
         for pub in pubs:
             sub._feed(pub)
-        if top is not None:
-            sub._set_position(top.offset, top.epoch)
+        sub._set_position(top)
         if reset:
             sub.recovered = False
             sub._event(ChannelEvent("reset", sub.channel))

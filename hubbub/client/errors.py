@@ -1,24 +1,35 @@
-"""Every exception the client raises::
+"""Every exception the client core raises (the asyncio client, the lean fast
+path, the blocking client), and so every failure the load tester reports::
 
     ClientError
      ├── ReplyError       the server answered a command with an error (or an
      │                    ``error`` push reported a fire-and-forget failure)
      ├── ReplyTimeout     no reply within the timeout (also a TimeoutError)
      └── Disconnected     the connection is gone: in-flight commands, commands
-                          after close(), iterators after a final disconnect
+                          while not connected or after close(), iterators after
+                          a final disconnect; the transports end with it too
 
 Transport-level failures while opening a connection (refused, DNS, TLS,
-WebSocket handshake) surface from :meth:`Client.connect` as the ``OSError`` or
-``websockets`` exception that caused them.
+WebSocket handshake) surface from ``connect`` as the ``OSError``,
+``websockets`` or :class:`hubbub.protocol.wsclient.WebSocketError` exception
+that caused them.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+from hubbub.protocol.codes import RECONNECT, DisconnectCode
+from hubbub.protocol.wsclient import WebSocketError
+
+#: The ``reason`` of the :class:`Disconnected` a command raises when no
+#: connection is open (as opposed to one lost while it waited for its reply).
+NOT_CONNECTED = "not connected"
 
 
 class ClientError(Exception):
-    """Base class of every error raised by :mod:`client`."""
+    """Base class of every error raised by :mod:`hubbub.client`."""
 
 
 class ReplyError(ClientError):
@@ -82,8 +93,66 @@ class Disconnected(ClientError):
         self.reconnect = reconnect
         self.after = after
 
+    @classmethod
+    def from_push(cls, message: dict[str, Any]) -> Disconnected:
+        """Build from a ``disconnect`` push (PROTOCOL.md §3)."""
+        code = message.get("code")
+        after = message.get("after")
+        reconnect = message.get("reconnect")
+        return cls(
+            code if isinstance(code, int) else None,
+            str(message.get("reason", "")),
+            reconnect if isinstance(reconnect, bool) else True,
+            after if isinstance(after, int) and after >= 0 else None,
+        )
+
+    @classmethod
+    def from_close(cls, code: int | None, reason: str) -> Disconnected:
+        """A WebSocket close: a code 3000-3007 stands for the disconnect push (§3)."""
+        try:
+            reconnect = RECONNECT[DisconnectCode(code)] if code is not None else True
+        except ValueError:  # 1000, 1001, 1009, ...: not a hubbub code
+            reconnect = True
+        return cls(code, reason, reconnect)
+
     def __repr__(self) -> str:
         return (
             f"Disconnected(code={self.code!r}, reason={self.reason!r}, "
             f"reconnect={self.reconnect!r}, after={self.after!r})"
         )
+
+
+# -- report keys ----------------------------------------------------------------
+
+
+def command_reason(exc: ClientError) -> str:
+    """The short key a failed command is counted under (the load tester's error
+    names): the error code, ``timeout``, ``not-connected`` or ``disconnected``."""
+    if isinstance(exc, ReplyError):
+        return str(exc.code)
+    if isinstance(exc, ReplyTimeout):
+        return "timeout"
+    if isinstance(exc, Disconnected):
+        return "not-connected" if exc.reason == NOT_CONNECTED else "disconnected"
+    return type(exc).__name__
+
+
+def connect_reason(exc: BaseException) -> str:
+    """The short key a failed connection attempt is counted under: the refusal's
+    error code, the disconnect or close code (else ``lost``), ``timeout``, ``refused``,
+    ``reset``, ``ws-handshake``, the errno name, else the exception's class."""
+    if isinstance(exc, ReplyError):
+        return str(exc.code)
+    if isinstance(exc, Disconnected):
+        return str(exc.code) if exc.code is not None else "lost"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if isinstance(exc, WebSocketError):
+        return "ws-handshake"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc.errno)).lower()
+    return type(exc).__name__

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hubbub.client.recovery import moves_on, recovery_refused, reported_position
 from hubbub.protocol.messages import StreamPosition
 
 if TYPE_CHECKING:
@@ -199,13 +200,12 @@ class Subscription:
         self._items.append(pub)
         self._wake()
 
-    def _set_position(self, offset: Any, epoch: Any) -> None:
+    def _set_position(self, reported: StreamPosition | None) -> None:
         """The position a subscribe reply or history read reported."""
-        if isinstance(offset, int) and isinstance(epoch, str):
-            old = self.position
-            if old is None or epoch != old.epoch or offset > old.offset:
-                self.position = StreamPosition(offset, epoch)
-            self._overlap_top = offset
+        if reported is not None:
+            if moves_on(self.position, reported):
+                self.position = reported
+            self._overlap_top = reported.offset
 
     def _restarted(self, offset: int, epoch: str) -> None:
         # The old epoch is kept when unknown: the next re-subscribe then gets
@@ -235,14 +235,14 @@ class Subscription:
 
     def _apply_subscribe(self, ok: dict[str, Any], *, asked_recovery: bool) -> None:
         """Apply a subscribe reply: recovered publications, position, reset."""
-        offset, epoch = ok.get("offset"), ok.get("epoch")
+        reported = reported_position(ok)
         recovered = ok.get("recovered")
         self.recovered = recovered if isinstance(recovered, bool) else None
-        if asked_recovery and recovered is False:
+        if recovery_refused(ok, asked=asked_recovery):
             # PROTOCOL.md §3: `since` is gone; the reply holds the current position.
             self._held = []
             self.position = None
-            self._set_position(offset, epoch)
+            self._set_position(reported)
             self._event(ChannelEvent("reset", self.channel))
         else:
             if not asked_recovery:
@@ -250,7 +250,7 @@ class Subscription:
             for entry in ok.get("publications") or ():
                 if isinstance(entry, dict):
                     self._feed(Publication.from_wire(entry, self.channel))
-            self._set_position(offset, epoch)
+            self._set_position(reported)
         self.state = "subscribed"
         self._release()
 

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from hubbub.client.errors import ReplyError
+from hubbub.client.errors import Disconnected, ReplyError
 from hubbub.protocol.codec import Encoding, decode, decode_json, encode
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import FrameDecoder, encode_frame
@@ -34,15 +34,6 @@ READ_SIZE = 256 * 1024
 
 #: Bound on the WebSocket closing handshake and on flushing queued writes.
 CLOSE_TIMEOUT = 2.0
-
-
-class TransportClosed(Exception):
-    """The connection ended; ``code`` is the WebSocket close code if any."""
-
-    def __init__(self, code: int | None = None, reason: str = "connection closed") -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class Transport(ABC):
@@ -68,7 +59,7 @@ class Transport(ABC):
 
     @abstractmethod
     async def recv(self) -> list[dict[str, Any]]:
-        """The next received messages (at least one); :class:`TransportClosed` at the end.
+        """The next received messages (at least one); :class:`Disconnected` at the end.
 
         A message that does not decode raises ``ProtocolViolation``.
         """
@@ -103,7 +94,7 @@ class TcpTransport(Transport):
 
     def _write(self, data: bytes) -> None:
         if self._writer.is_closing():
-            raise TransportClosed(None, "connection closed")
+            raise Disconnected(None, "connection closed")
         self._writer.write(encode_frame(data))
 
     async def recv(self) -> list[dict[str, Any]]:
@@ -111,9 +102,9 @@ class TcpTransport(Transport):
             try:
                 data = await self._reader.read(READ_SIZE)
             except OSError as exc:
-                raise TransportClosed(None, f"connection lost: {exc}") from exc
+                raise Disconnected(None, f"connection lost: {exc}") from exc
             if not data:
-                raise TransportClosed(None, "connection closed by the server")
+                raise Disconnected(None, "connection closed by the server")
             frames = self._decoder.feed(data)
             if frames:
                 return [decode(frame, Encoding.MSGPACK) for frame in frames]
@@ -122,7 +113,7 @@ class TcpTransport(Transport):
         try:
             await self._writer.drain()
         except OSError as exc:
-            raise TransportClosed(None, f"connection lost: {exc}") from exc
+            raise Disconnected(None, f"connection lost: {exc}") from exc
 
     async def close(self) -> None:
         writer = self._writer
@@ -162,7 +153,7 @@ class WebSocketTransport(Transport):
 
     def _write(self, data: bytes) -> None:
         if self._closed or self._writer.done():
-            raise TransportClosed(None, "connection closed")
+            raise Disconnected(None, "connection closed")
         self._out.append(data)
         self._idle.clear()
         self._wake.set()
@@ -188,7 +179,7 @@ class WebSocketTransport(Transport):
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
             reason = exc.rcvd.reason if exc.rcvd is not None and exc.rcvd.reason else str(exc)
-            raise TransportClosed(code, reason) from exc
+            raise Disconnected.from_close(code, reason) from exc
         if isinstance(message, str):
             return [decode_json(message)]
         return [decode(message, self.encoding)]
@@ -196,7 +187,7 @@ class WebSocketTransport(Transport):
     async def drain(self) -> None:
         await self._idle.wait()
         if self._writer.done():
-            raise TransportClosed(None, "connection closed")
+            raise Disconnected(None, "connection closed")
 
     async def close(self) -> None:
         if not self._closed:

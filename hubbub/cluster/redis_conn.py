@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +21,7 @@ import hiredis
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 
 from hubbub import log
+from hubbub.protocol.backoff import backoff_delay
 
 ConnectionFactory = Callable[[], AbstractConnection]
 
@@ -128,9 +128,9 @@ class Writer:
 
 
 def backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
-    """Capped exponential backoff with jitter: in ``[d/2, d]``, ``d = min(cap, base * 2**n)``."""
-    delay = min(cap, base * 2 ** min(attempt, 30))
-    return delay / 2 + random.uniform(0, delay / 2)
+    """The engine's reconnect delay: in ``[d/2, d]``, ``d = min(cap, base * 2**n)``
+    (:func:`hubbub.protocol.backoff.backoff_delay` with equal jitter)."""
+    return backoff_delay(attempt, base, cap, floor=0.5)
 
 
 class Supervised:

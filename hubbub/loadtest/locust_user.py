@@ -37,10 +37,10 @@ from typing import Any
 from locust import User
 from locust.env import Environment
 
+from hubbub.client.errors import ClientError
+from hubbub.client.sync import SyncConnection
 from hubbub.loadtest.accounting.payload import make_payload, read_stamp, stream_id
 from hubbub.loadtest.accounting.sequences import DUPLICATE, GAP, SeqTracker
-from hubbub.loadtest.conn import RequestFailed
-from hubbub.loadtest.syncconn import SyncConnection
 
 COMMAND = "HUBBUB"
 RECEIVE = "RECV"
@@ -89,7 +89,7 @@ class HubbubClient:
         try:
             conn = self.connection()
             ok = conn.call(message)
-        except (RequestFailed, OSError, TimeoutError, ConnectionError) as exc:
+        except (ClientError, OSError) as exc:
             self._fire(COMMAND, name, start, exception=exc)
             return None
         self._fire(COMMAND, name, start)

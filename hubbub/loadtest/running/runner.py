@@ -22,7 +22,6 @@ from typing import Any
 from hubbub.loadtest.accounting.sequences import StreamInfo, Tally, index_by_channel
 from hubbub.loadtest.accounting.stats import WorkerStats
 from hubbub.loadtest.config import RunConfig
-from hubbub.loadtest.conn import ConnectFailed
 from hubbub.loadtest.scenarios import Scenario
 from hubbub.loadtest.users.schedule import Pacer, as_wait_time, spawn_time
 from hubbub.loadtest.users.user import StopUser, User, WorkerContext
@@ -120,9 +119,7 @@ class Runner:
             self._started_one()
             return
         self.users.append(user)
-        try:
-            await user.session.connect(due)
-        except ConnectFailed:
+        if not await user.session.connect(due):
             self.stats.counts["connect_failures"] += 1
             self._ready(user)
             return

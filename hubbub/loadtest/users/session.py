@@ -1,9 +1,12 @@
 """The two ways a user talks to hubbub, behind one small surface.
 
-:class:`FastSession` wraps :class:`loadtest.conn.LeanSession` (the fast path of
-the built-in scenarios); :class:`ClientSession` wraps the friendly
-:class:`client.Client`, which user scenarios also reach directly as
-``self.client``. :class:`loadtest.users.User` calls only what is here.
+:class:`FastSession` drives the client core's lean fast path
+(:class:`hubbub.client.lean.LeanSession`, the built-in scenarios) and counts
+what it reports; :class:`ClientSession` wraps the friendly
+:class:`hubbub.client.Client`, which user scenarios also reach directly as
+``self.client``. :class:`loadtest.users.user.User` calls only what is here.
+A failed command raises the client's own error (:mod:`hubbub.client.errors`);
+``connect`` counts its failure and returns False.
 """
 
 from __future__ import annotations
@@ -15,34 +18,55 @@ from collections.abc import Callable
 from typing import Any
 
 from hubbub.client import ChannelEvent, Client, ClientError, ReplyError, Subscription
+from hubbub.client.errors import NOT_CONNECTED, Disconnected, command_reason, connect_reason
+from hubbub.client.lean import LeanSession, Listener
 from hubbub.loadtest.accounting.receiver import Receiver
 from hubbub.loadtest.accounting.stats import WorkerStats
-from hubbub.loadtest.conn import ConnectFailed, LeanSession, NotConnected, RequestFailed
+from hubbub.protocol.codes import ErrorCode
 
 #: Publish outcome: (ok, error code or reason, reply time).
 Done = Callable[[bool, str | None, float], None]
 
 
-class SessionError(Exception):
-    """A command failed; ``reason`` is a short key (an error code, "not-connected", ...)."""
+class FastSession(Listener):
+    """A :class:`LeanSession` seen through the common surface; it hears (as the
+    session's :class:`Listener`) what the worker counts."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class FastSession:
-    """A :class:`LeanSession` seen through the common surface."""
-
-    def __init__(self, lean: LeanSession) -> None:
-        self.lean = lean
+    def __init__(
+        self,
+        urls: list[str],
+        first: int,
+        stats: WorkerStats,
+        receiver: Receiver,
+        *,
+        local_addr: tuple[str, int] | None,
+        timeout: float,
+    ) -> None:
+        self.stats = stats
+        self.receiver = receiver
+        self.lean = LeanSession(
+            urls,
+            first,
+            on_pub=receiver.on_pub,
+            listener=self,
+            local_addr=local_addr,
+            timeout=timeout,
+        )
 
     @property
     def connected(self) -> bool:
         return self.lean.connected
 
-    async def connect(self, intended: float) -> None:
-        await self.lean.connect(intended)
+    async def connect(self, intended: float) -> bool:
+        """The first connection, timed from ``intended``; False (counted) when it failed."""
+        try:
+            await self.lean.connect()
+        except Exception as exc:
+            self.stats.request("connect", None, ok=False)
+            self.stats.error(f"connect {connect_reason(exc)}")
+            return False
+        self.stats.request("connect", time.monotonic() - intended)
+        return True
 
     def publish(self, channel: str, data: Any, done: Done) -> None:
         def reply(message: dict[str, Any] | None, now: float) -> None:
@@ -55,37 +79,16 @@ class FastSession:
             else:
                 done(False, str(error.get("code") if isinstance(error, dict) else error), now)
 
-        try:
-            self.lean.send({"op": "publish", "channel": channel, "data": data}, reply)
-        except NotConnected:
-            raise SessionError("not-connected") from None
+        self.lean.send({"op": "publish", "channel": channel, "data": data}, reply)
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return await self.lean.request(message)
-        except RequestFailed as exc:
-            raise SessionError(str(exc.code)) from None
-        except NotConnected:
-            raise SessionError("not-connected") from None
-        except TimeoutError:
-            raise SessionError("timeout") from None
-        except ConnectionError:
-            raise SessionError("disconnected") from None
+        return await self.lean.request(message)
 
     async def subscribe(self, channel: str, recover: bool) -> None:
-        try:
-            await self.lean.subscribe(channel, recover)
-        except RequestFailed as exc:
-            raise SessionError(str(exc.code)) from None
-        except NotConnected:
-            raise SessionError("not-connected") from None
-        except TimeoutError:
-            raise SessionError("timeout") from None
-        except ConnectionError:
-            raise SessionError("disconnected") from None
+        await self.lean.subscribe(channel, recover)
 
     async def unsubscribe(self, channel: str) -> None:
-        with contextlib.suppress(RequestFailed, NotConnected, TimeoutError, ConnectionError):
+        with contextlib.suppress(ClientError):
             await self.lean.unsubscribe(channel)
 
     def poll(self) -> None:
@@ -94,6 +97,48 @@ class FastSession:
 
     async def close(self) -> None:
         await self.lean.close()
+
+    # -- what the lean session reports (Listener) ---------------------------------
+
+    def error(self, key: str) -> None:
+        self.stats.error(key)
+
+    def up(self) -> None:
+        self.stats.connected += 1
+
+    def lost(self, reason: str | None) -> None:
+        self.stats.connected -= 1
+        if reason is not None:
+            self.stats.disconnects[reason] += 1
+
+    def subscribed(self, channel: str, now: float) -> None:
+        self.receiver.joined(channel, now)
+
+    def left(self, channel: str, now: float) -> None:
+        self.receiver.leave(channel, now)
+
+    def recovered(self, count: int) -> None:
+        self.stats.counts["recovered"] += count
+
+    def recovery_refused(self) -> None:
+        self.stats.counts["recovery_failed"] += 1
+
+    def lagged(self, dropped: int) -> None:
+        self.stats.counts["lagged"] += dropped
+
+    def presence(self) -> None:
+        self.stats.counts["presence_events"] += 1
+
+    def reconnecting(self, since: float) -> None:
+        self.stats.down += 1
+        self.stats.note_down(since)
+
+    def reconnected(self, since: float, now: float) -> None:
+        self.stats.request("reconnect", now - since)
+        self.stats.note_back(now)
+
+    def reconnect_over(self) -> None:
+        self.stats.down -= 1
 
 
 class ClientSession:
@@ -126,33 +171,28 @@ class ClientSession:
     def connected(self) -> bool:
         return self.client.connected
 
-    async def connect(self, intended: float) -> None:
+    async def connect(self, intended: float) -> bool:
+        """The first connection, timed from ``intended``; False (counted) when it failed."""
         try:
             await self.client.connect()
         except Exception as exc:
-            reason = str(exc.code) if isinstance(exc, ReplyError) else type(exc).__name__
-            if isinstance(exc, ConnectionRefusedError):
-                reason = "refused"
-            elif isinstance(exc, TimeoutError):
-                reason = "timeout"
             self.stats.request("connect", None, ok=False)
-            self.stats.error(f"connect {reason}")
-            raise ConnectFailed(reason) from exc
+            self.stats.error(f"connect {connect_reason(exc)}")
+            return False
         self.stats.request("connect", time.monotonic() - intended)
         self.stats.connected += 1
         self._was_connected = True
+        return True
 
     def publish(self, channel: str, data: Any, done: Done) -> None:
         if not self.client.connected:
-            raise SessionError("not-connected")
+            raise Disconnected(None, NOT_CONNECTED)
 
         async def run() -> None:
             try:
                 await self.client.publish(channel, data)
-            except ReplyError as exc:
-                done(False, str(exc.code), time.monotonic())
             except ClientError as exc:
-                done(False, type(exc).__name__, time.monotonic())
+                done(False, command_reason(exc), time.monotonic())
             else:
                 done(True, None, time.monotonic())
 
@@ -160,20 +200,15 @@ class ClientSession:
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
-        try:
-            if op == "presence":
-                return {"clients": await self.client.presence(message["channel"])}
-            if op == "history":
-                result = await self.client.history(message["channel"], limit=message.get("limit"))
-                return {"publications": result.publications}
-            if op == "ping":
-                await self.client.ping()
-                return {}
-        except ReplyError as exc:
-            raise SessionError(str(exc.code)) from None
-        except ClientError as exc:
-            raise SessionError(type(exc).__name__) from None
-        raise SessionError(f"unsupported op {op!r}")
+        if op == "presence":
+            return {"clients": await self.client.presence(message["channel"])}
+        if op == "history":
+            result = await self.client.history(message["channel"], limit=message.get("limit"))
+            return {"publications": result.publications}
+        if op == "ping":
+            await self.client.ping()
+            return {}
+        raise ReplyError(ErrorCode.BAD_REQUEST, f"unsupported op {op!r}", data={"local": True})
 
     async def subscribe(self, channel: str, recover: bool) -> None:
         def on_event(event: ChannelEvent) -> None:
@@ -184,12 +219,7 @@ class ClientSession:
             else:
                 self.stats.counts["presence_events"] += 1
 
-        try:
-            sub = await self.client.subscribe(channel, recover=recover, on_event=on_event)
-        except ReplyError as exc:
-            raise SessionError(str(exc.code)) from None
-        except ClientError as exc:
-            raise SessionError(type(exc).__name__) from None
+        sub = await self.client.subscribe(channel, recover=recover, on_event=on_event)
         self.receiver.joined(channel, time.monotonic())
         self._spawn(self._consume(sub))
 

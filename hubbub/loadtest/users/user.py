@@ -36,9 +36,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hubbub.client.errors import ClientError, command_reason
 from hubbub.loadtest.accounting.payload import make_payload, stream_id
 from hubbub.loadtest.accounting.sequences import PublishedStream
-from hubbub.loadtest.users.session import ClientSession, FastSession, SessionError
+from hubbub.loadtest.users.session import ClientSession, FastSession
 
 if TYPE_CHECKING:
     from hubbub.client import Client
@@ -100,7 +101,6 @@ class User:
 
     def __init__(self, ctx: WorkerContext, index: int) -> None:
         from hubbub.loadtest.accounting.receiver import Receiver
-        from hubbub.loadtest.conn import LeanSession  # the fast path only when used
 
         config = ctx.config
         self.ctx = ctx
@@ -121,14 +121,12 @@ class User:
         self.session: FastSession | ClientSession
         if self.fast:
             self.session = FastSession(
-                LeanSession(
-                    self.hosts,
-                    index,
-                    ctx.stats,
-                    receiver=self.receiver,
-                    local_addr=ctx.local_addr(index),
-                    timeout=config.connect_timeout,
-                )
+                self.hosts,
+                index,
+                ctx.stats,
+                self.receiver,
+                local_addr=ctx.local_addr(index),
+                timeout=config.connect_timeout,
             )
         else:
             self.session = ClientSession(
@@ -169,9 +167,9 @@ class User:
         start = time.monotonic()
         try:
             await self.session.subscribe(channel, self.recover if recover is None else recover)
-        except SessionError as exc:
+        except ClientError as exc:
             self.stats.request("subscribe", None, ok=False)
-            self.stats.error(f"subscribe {exc.reason}")
+            self.stats.error(f"subscribe {command_reason(exc)}")
             return False
         self.stats.request("subscribe", time.monotonic() - start)
         return True
@@ -226,11 +224,11 @@ class User:
 
         try:
             self.session.publish(channel, data, done)
-        except SessionError as exc:
+        except ClientError as exc:
             if record is not None:  # numbered but never written: take it back
                 record.unwind(seq)
             stats.request("publish", None, ok=False)
-            stats.error(f"publish {exc.reason}")
+            stats.error(f"publish {command_reason(exc)}")
             return False
         stats.counts["written"] += 1
         if future is not None:
@@ -258,9 +256,9 @@ class User:
         start = time.monotonic()
         try:
             ok = await self.session.request(message)
-        except SessionError as exc:
+        except ClientError as exc:
             self.stats.request(name, None, ok=False)
-            self.stats.error(f"{name} {exc.reason}")
+            self.stats.error(f"{name} {command_reason(exc)}")
             return None
         self.stats.request(name, time.monotonic() - start)
         return ok

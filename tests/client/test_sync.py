@@ -1,4 +1,4 @@
-"""The blocking connection behind HubbubUser, with plain threads (no gevent), on a real node."""
+"""The blocking client behind HubbubUser, with plain threads (no gevent), on a real node."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from hubbub.client.errors import Disconnected, ReplyError
+from hubbub.client.sync import SyncConnection
 from hubbub.loadtest.accounting.payload import make_payload, read_stamp
-from hubbub.loadtest.conn import RequestFailed
-from hubbub.loadtest.syncconn import ConnectionClosed, SyncConnection
 from tests.procs import NodeProc
 
 
@@ -36,11 +36,11 @@ def test_commands_and_publications(node: NodeProc, transport: str) -> None:
     assert all(channel == "chat:sync" for channel, _ in got)
     presence = conn.call({"op": "presence", "channel": "chat:sync"})
     assert info["client"] in presence["clients"]
-    with pytest.raises(RequestFailed) as refused:
+    with pytest.raises(ReplyError) as refused:
         conn.call({"op": "subscribe", "channel": "chat:sync"})  # already subscribed
     assert refused.value.code == 409
     conn.close()
-    with pytest.raises(ConnectionClosed):
+    with pytest.raises(Disconnected):
         conn.call({"op": "ping"})
 
 
@@ -50,7 +50,7 @@ def test_a_node_going_away_fails_the_waiting_call(node_factory) -> None:  # type
     conn.connect()
     victim.proc.kill()
     victim.proc.wait(5)
-    with pytest.raises((ConnectionClosed, OSError)):
+    with pytest.raises((Disconnected, OSError)):
         for _ in range(50):  # the first sends may still be accepted by the kernel
             conn.call({"op": "ping"}, timeout=1)
             time.sleep(0.05)

@@ -3,8 +3,10 @@
 Plain ``socket`` and ``threading``: under Locust, gevent's monkey-patching
 turns them into cooperative sockets and greenlets, so the same code serves
 both. One reader thread dispatches replies (by id, to the waiting caller) and
-pushes (``pub`` to ``on_pub``; ``ping`` answered with ``pong``). Frames as in
-:mod:`loadtest.conn`: TCP length prefix, or WebSocket with ``hubbub.v1.msgpack``.
+pushes (``pub`` to ``on_pub``; ``ping`` answered with ``pong``). Bytes go
+through the client's framing (:mod:`hubbub.client.wire`: TCP length prefix,
+or WebSocket with ``hubbub.v1.msgpack``); failures are the client's errors
+(:mod:`hubbub.client.errors`).
 """
 
 from __future__ import annotations
@@ -12,35 +14,21 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
 
-from hubbub.loadtest.conn import Endpoint, RequestFailed
-from hubbub.protocol.codec import Encoding, encode_msgpack
-from hubbub.protocol.frames import FrameDecoder, encode_frame
-from hubbub.protocol.wsclient import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    ClientHandshake,
-    FrameParser,
-    WebSocketError,
-    client_frame,
-    close_payload,
-)
+from hubbub.client.errors import NOT_CONNECTED, Disconnected, ReplyError, ReplyTimeout
+from hubbub.client.wire import Endpoint, Framing, WsFraming
+from hubbub.protocol.codec import encode_msgpack
+from hubbub.protocol.exceptions import ProtocolViolation
+from hubbub.protocol.wsclient import WebSocketError
 
 OnPub = Callable[[str, Any, float], None]
 
-
-class ConnectionClosed(Exception):
-    """The connection is gone (``code``: the server's disconnect code, if it gave one)."""
-
-    def __init__(self, reason: str, code: int | None = None) -> None:
-        super().__init__(reason)
-        self.code = code
+#: How much one read asks the socket for.
+READ_SIZE = 262144
 
 
 class _Waiter:
@@ -67,36 +55,35 @@ class SyncConnection:
         self.on_pub = on_pub
         self.name = name
         self.info: dict[str, Any] = {}
-        self.closed: ConnectionClosed | None = None
+        #: How the connection ended (None while open).
+        self.closed: Disconnected | None = None
         self._sock: socket.socket | None = None
+        self._framing: Framing = self.endpoint.framing()
         self._lock = threading.Lock()
         self._pending: dict[int, _Waiter] = {}
         self._last_id = 0
         self._disconnect: dict[str, Any] | None = None
-        self._ws = self.endpoint.scheme == "ws"
 
     # -- connecting -------------------------------------------------------------
 
     def connect(self) -> dict[str, Any]:
         """Open the socket (and WebSocket), send ``connect``; returns its ok map."""
         ep = self.endpoint
+        framing = self._framing
         sock = socket.create_connection((ep.host, ep.port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rest = b""
-        if self._ws:
-            handshake = ClientHandshake(ep.host, ep.port, ep.path, Encoding.MSGPACK.value)
-            sock.sendall(handshake.request())
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise WebSocketError("closed during the handshake")
-                done = handshake.receive(chunk)
-                if done is not None:
-                    rest = done
-                    break
+        first: Sequence[bytes] = ()
+        opening = framing.opening()
+        if opening:
+            sock.sendall(opening)
+        while not framing.open:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise WebSocketError("closed during the handshake")
+            first = framing.feed(chunk)
         sock.settimeout(None)
         self._sock = sock
-        threading.Thread(target=self._read, args=(sock, rest), daemon=True).start()
+        threading.Thread(target=self._read, args=(sock, first), daemon=True).start()
         self.info = self.call({"op": "connect", "client": {"name": self.name}})
         return self.info
 
@@ -105,10 +92,10 @@ class SyncConnection:
         if sock is None:
             return
         if self.closed is None:
-            self.closed = ConnectionClosed("closed by the client")
+            self.closed = Disconnected(None, "closed by the client", reconnect=False)
         try:
-            if self._ws:
-                sock.sendall(client_frame(close_payload(1000), OP_CLOSE))
+            if isinstance(self._framing, WsFraming):
+                sock.sendall(self._framing.closing())
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -119,14 +106,16 @@ class SyncConnection:
     def _send(self, message: dict[str, Any]) -> None:
         sock = self._sock
         if sock is None:
-            raise self.closed or ConnectionClosed("not connected")
-        payload = encode_msgpack(message)
-        data = client_frame(payload) if self._ws else encode_frame(payload)
+            raise self.closed or Disconnected(None, NOT_CONNECTED)
+        data = self._framing.frame(encode_msgpack(message))
         with self._lock:
             sock.sendall(data)
 
     def call(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Send ``message`` with a new id; its ok map, or :class:`RequestFailed`."""
+        """Send ``message`` with a new id; its ok map.
+
+        Raises :class:`ReplyError`, :class:`ReplyTimeout` or :class:`Disconnected`.
+        """
         waiter = _Waiter()
         with self._lock:
             self._last_id += 1
@@ -135,56 +124,56 @@ class SyncConnection:
         try:
             self._send(message)
             if not waiter.event.wait(self.timeout if timeout is None else timeout):
-                raise TimeoutError(f"no reply to {message.get('op')!r}")
+                raise ReplyTimeout(f"no reply to {message.get('op')!r}")
         finally:
             self._pending.pop(cid, None)
         reply = waiter.reply
         if reply is None:
-            raise self.closed or ConnectionClosed("connection lost")
+            raise self.closed or Disconnected(None, "connection lost")
         error = reply.get("error")
         if error is not None:
-            if isinstance(error, dict):
-                raise RequestFailed(error.get("code"), str(error.get("message", "")))
-            raise RequestFailed(None, repr(error))
+            raise ReplyError.from_wire(error)
         ok = reply.get("ok")
         return ok if isinstance(ok, dict) else {}
 
     # -- reading ------------------------------------------------------------------
 
-    def _read(self, sock: socket.socket, rest: bytes) -> None:
-        decoder = FrameDecoder(1 << 24)
-        parser = FrameParser(1 << 24)
-        data = rest
+    def _read(self, sock: socket.socket, first: Sequence[bytes]) -> None:
+        framing = self._framing
+        payloads = first
         try:
             while True:
-                if data:
-                    now = time.monotonic()
-                    if self._ws:
-                        for opcode, payload in parser.feed(data):
-                            if opcode == OP_BINARY:
-                                self._dispatch(msgpack.unpackb(payload), now)
-                            elif opcode == OP_PING:
-                                with self._lock:
-                                    sock.sendall(client_frame(payload, OP_PONG))
-                            elif opcode == OP_CLOSE:
-                                return
-                    else:
-                        for frame in decoder.feed(data):
-                            self._dispatch(msgpack.unpackb(frame), now)
-                data = sock.recv(262144)
+                now = time.monotonic()
+                for payload in payloads:
+                    self._dispatch(msgpack.unpackb(payload), now)
+                if framing.replies:
+                    with self._lock:
+                        for reply in framing.replies:
+                            sock.sendall(reply)
+                    framing.replies.clear()
+                if framing.closed:
+                    return
+                data = sock.recv(READ_SIZE)
                 if not data:
                     return
-        except (OSError, ValueError, WebSocketError):
+                payloads = framing.feed(data)
+        except (OSError, ValueError, ProtocolViolation, WebSocketError):
             return
         finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        """The reader stopped: record how, wake every waiting caller."""
+        if self.closed is None:
             info = self._disconnect
-            if self.closed is None:
-                code = info.get("code") if info is not None else None
-                reason = str(info.get("reason", "")) if info is not None else "connection lost"
-                self.closed = ConnectionClosed(reason, code if isinstance(code, int) else None)
-            pending, self._pending = self._pending, {}
-            for waiter in pending.values():
-                waiter.event.set()
+            self.closed = (
+                Disconnected.from_push(info)
+                if info is not None
+                else Disconnected(None, "connection lost")
+            )
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            waiter.event.set()
 
     def _dispatch(self, message: dict[str, Any], now: float) -> None:
         cid = message.get("id")
