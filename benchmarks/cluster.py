@@ -30,28 +30,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import msgpack
-
 from benchmarks import procstat
-from benchmarks.fanout import Subscriber, Tally, await_deliveries, delivery_figures
-from benchmarks.launcher import (
-    BENCH_CONFIG,
-    ROOT,
-    RedisServer,
-    ServerProcess,
-    die_with_parent,
+from benchmarks.fanout import (
+    Subscribers,
+    Window,
+    await_deliveries,
+    delivery_figures,
+    open_sessions,
+    start_window,
 )
-from benchmarks.leanclient import TcpConn, open_many
+from benchmarks.launcher import BENCH_CONFIG, NodeProc, RedisProc, start_node, start_redis
 from benchmarks.publisher import payload
-from hubbub.protocol.codec import encode_msgpack
-from hubbub.protocol.frames import encode_frame
+from hubbub.client.lean import LeanSession
 
 CHANNEL = "bench:feed"
 THROUGHPUT_CHANNEL = "bench:tp"
@@ -64,8 +59,6 @@ DEPTH = 32
 LEVELS = (1, 2, 4, 8, 16, 32, 64, 128)
 #: A level must beat the best so far by this factor to count as rising.
 RISING = 1.05
-
-_unpackb = msgpack.unpackb
 
 
 def pin_threads(pid: int, core: int) -> None:
@@ -125,19 +118,17 @@ class Setup:
     """Nodes (and maybe their Redis) with subscribers spread evenly over them."""
 
     name: str
-    nodes: list[ServerProcess]
-    redis: RedisServer | None
-    tally: Tally = field(default_factory=Tally)
-    subs: list[Subscriber] = field(default_factory=list)
+    nodes: list[NodeProc]
+    redis: RedisProc | None
+    subs: Subscribers = field(default_factory=Subscribers)
 
     @property
     def server_pids(self) -> tuple[int, ...]:
         pids = [n.pid for n in self.nodes]
         return (*pids, self.redis.pid) if self.redis is not None else tuple(pids)
 
-    def stop(self) -> None:
-        for conn in self.subs:
-            conn.close()
+    async def stop(self) -> None:
+        await self.subs.close()
         for node in self.nodes:
             node.stop()
         if self.redis is not None:
@@ -146,20 +137,26 @@ class Setup:
 
 async def start_setup(name: str, nodes: int, use_redis: bool) -> Setup:
     """Start Redis (maybe) and ``nodes`` nodes, every thread pinned to core 0."""
-    redis = await asyncio.to_thread(RedisServer().start) if use_redis else None
+    redis = await asyncio.to_thread(start_redis, die_with_parent=True) if use_redis else None
     setup = Setup(name, [], redis)
     try:
         args: tuple[str, ...] = ("--redis", redis.url) if redis is not None else ()
         tag = f"{nodes}{'r' if use_redis else 'm'}"
-        setup.nodes = [
-            ServerProcess(CONFIG, args=(*args, "--node-id", f"bench-{tag}-{i}"))
-            for i in range(nodes)
-        ]
-        await asyncio.gather(*(asyncio.to_thread(p.start) for p in setup.nodes))
+        setup.nodes = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    start_node,
+                    CONFIG,
+                    args=(*args, "--node-id", f"bench-{tag}-{i}"),
+                    die_with_parent=True,
+                )
+                for i in range(nodes)
+            )
+        )
         for pid in setup.server_pids:
             pin_threads(pid, procstat.SERVER_CORE)
     except BaseException:
-        setup.stop()
+        await setup.stop()
         raise
     return setup
 
@@ -169,12 +166,7 @@ async def subscribe(setup: Setup, subscribers: int) -> None:
     nodes = setup.nodes
     for i, node in enumerate(nodes):
         count = subscribers // len(nodes) + (1 if i < subscribers % len(nodes) else 0)
-        host, port = node.address("ws")
-
-        def make(host: str = host, port: int = port) -> Subscriber:
-            return Subscriber(host, port, CHANNEL, setup.tally)
-
-        setup.subs += await open_many(make, host, port, count)  # type: ignore[arg-type]
+        await setup.subs.open(node.ws_url, CHANNEL, count)
 
 
 @dataclass
@@ -211,13 +203,8 @@ class ClusterRun:
     publisher: dict[str, Any] = field(default_factory=dict)
     disconnected: int = 0
     foreign: int = 0
-
-
-async def _readline(stream: asyncio.StreamReader, timeout: float) -> str:
-    line = await asyncio.wait_for(stream.readline(), timeout)
-    if not line:
-        raise RuntimeError("publisher exited early")
-    return line.decode().strip()
+    duplicates: int = 0
+    reordered: int = 0
 
 
 async def run_rate(
@@ -225,138 +212,116 @@ async def run_rate(
 ) -> ClusterRun:
     """One setup at one rate: as :func:`benchmarks.fanout.run_rate`, CPU of every
     server process, and Redis commands counted over the whole publisher run."""
-    subs, tally = setup.subs, setup.tally
-    host, port = setup.nodes[0].address("tcp")
-    warm_count, measure_count = int(warmup * rate), int(measure * rate)
-    tally.reset(run, warm_count, warm_count + measure_count)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.publisher", host, str(port), CHANNEL,
-        str(rate), str(warm_count + measure_count), str(run),
-        cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        preexec_fn=die_with_parent,
-    )  # fmt: skip
-    assert proc.stdin is not None and proc.stdout is not None
+    subs = setup.subs
+    window = Window(run, rate, int(warmup * rate), int(measure * rate))
     redis_port = setup.redis.port if setup.redis is not None else 0
+    calls0: dict[str, int] = {}
+
+    async def count_calls() -> None:  # once the publisher is connected, before its first slot
+        if redis_port:
+            calls0.update(await command_calls(redis_port))
+
+    publisher = await start_window(
+        setup.nodes[0].address("tcp"), CHANNEL, subs, window, on_ready=count_calls
+    )
     try:
-        if await _readline(proc.stdout, 15) != "ready":
-            raise RuntimeError("publisher did not get ready")
-        calls0 = await command_calls(redis_port) if redis_port else {}
-        t0 = time.monotonic() + 0.2
-        proc.stdin.write(f"{t0!r}\n".encode())
-        await proc.stdin.drain()
-        gen = procstat.CpuMeter((os.getpid(), proc.pid))
+        gen = procstat.CpuMeter((os.getpid(), publisher.pid))
         servers = [procstat.CpuMeter((pid,)) for pid in setup.server_pids]
-        window_start = t0 + warm_count / rate
-        await asyncio.sleep(max(0.0, window_start - time.monotonic()))
+        await asyncio.sleep(max(0.0, window.start - time.monotonic()))
         now = time.monotonic()
         for m in (gen, *servers):
             m.start(now)
         busy0 = procstat.machine_busy_seconds()
         core0 = core_busy_seconds(procstat.SERVER_CORE)
-        total0 = tally.total
-        window_end = window_start + measure_count / rate
-        expected = measure_count * len(subs)
-        await await_deliveries(tally, subs, window_end, expected, drain)
+        total0 = subs.total
+        expected = window.measure_count * len(subs.subs)
+        await await_deliveries(subs, window.end, expected, drain)
         now = time.monotonic()
         used = [m.stop(now)[0] for m in servers]
         gen_cpu, wall = gen.stop(now)
         other_cpu = procstat.machine_busy_seconds() - busy0 - sum(used) - gen_cpu
         core_cpu = core_busy_seconds(procstat.SERVER_CORE) - core0
-        deliveries = tally.total - total0
-        publisher = json.loads(await _readline(proc.stdout, 15))
+        deliveries = subs.total - total0
+        results = await publisher.results()
         calls1 = await command_calls(redis_port) if redis_port else {}
-        proc.stdin.write(b"exit\n")
-        await proc.stdin.drain()
-        await asyncio.wait_for(proc.wait(), 10)
+        await publisher.exit()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    server_cpu = sum(used)
-    commands = _delta(calls1, calls0)
+        await publisher.kill()
+    figures = delivery_figures(
+        subs,
+        window.ledger(CHANNEL),
+        rate=rate,
+        deliveries=deliveries,
+        wall=wall,
+        server_cpu=sum(used),
+        gen_cpu=gen_cpu,
+        other_cpu=other_cpu,
+    )
+    return _cluster_run(setup, figures, used, wall, core_cpu, results, _delta(calls1, calls0))
+
+
+def _cluster_run(
+    setup: Setup,
+    figures: dict[str, Any],
+    used: list[float],
+    wall: float,
+    core_cpu: float,
+    publisher: dict[str, Any],
+    commands: dict[str, int],
+) -> ClusterRun:
+    """The figures of one run with each server's share and Redis calls per publication."""
     sent = int(publisher["sent"])
     n = len(setup.nodes)
+    redis = setup.redis is not None
     return ClusterRun(
         setup=setup.name,
         nodes=n,
-        redis=setup.redis is not None,
-        **delivery_figures(
-            tally,
-            subs,
-            rate=rate,
-            measure_count=measure_count,
-            expected=expected,
-            deliveries=deliveries,
-            wall=wall,
-            server_cpu=server_cpu,
-            gen_cpu=gen_cpu,
-            other_cpu=other_cpu,
-        ),
+        redis=redis,
+        **figures,
         node_cpu_pct=[100.0 * c / wall for c in used[:n]],
-        redis_cpu_pct=100.0 * used[n] / wall if setup.redis is not None else 0.0,
+        redis_cpu_pct=100.0 * used[n] / wall if redis else 0.0,
         server_core_pct=100.0 * core_cpu / wall,
         publications=sent,
         commands=commands,
-        publish_per_publication=commands.get("publish", 0) / sent if redis_port else float("nan"),
-        evalsha_per_publication=commands.get("evalsha", 0) / sent if redis_port else float("nan"),
+        publish_per_publication=commands.get("publish", 0) / sent if redis else float("nan"),
+        evalsha_per_publication=commands.get("evalsha", 0) / sent if redis else float("nan"),
         publisher=publisher,
     )
 
 
-class Pumper(TcpConn):
-    """A TCP publisher keeping ``depth`` publishes with ids in flight: each ok
-    (or error) reply read lets another one go, written together per read."""
+class Pumper:
+    """A TCP publisher keeping ``depth`` publishes with ids in flight: the replies
+    read in one pass of the event loop let as many go again, in one write."""
 
-    def __init__(self, channel: str, depth: int, data: bytes) -> None:
-        super().__init__(None)
-        self.publish_channel, self.depth, self.data = channel, depth, data
+    def __init__(self, url: str, channel: str, depth: int, data: bytes) -> None:
+        self.session = LeanSession([url], reconnect=False, name="bench")
+        self.channel, self.depth, self.data = channel, depth, data
         self.ok = self.errors = self.in_flight = 0
-        self.next_id = 10
         self.running = False
+        self._refill_due = False
 
     def start(self) -> None:
         self.running = True
-        self._send(self.depth - self.in_flight)
+        self._refill()
 
-    def _send(self, count: int) -> None:
-        if count <= 0 or self.transport is None or self.transport.is_closing():
-            return
-        frames = []
-        for _ in range(count):
-            self.next_id += 1
-            frames.append(
-                encode_frame(
-                    encode_msgpack(
-                        {
-                            "op": "publish",
-                            "id": self.next_id,
-                            "channel": self.publish_channel,
-                            "data": self.data,
-                        }
-                    )
-                )
-            )
-        self.in_flight += count
-        self.transport.write(b"".join(frames))
-
-    def on_message(self, payload: bytes, now: float) -> None:
-        if not self.ready.done():
-            super().on_message(payload, now)
-            return
-        message = _unpackb(payload)
-        if "ok" in message:
-            self.ok += 1
-        elif "error" in message:
-            self.errors += 1
-        else:  # a push (ping)
-            self.on_map(message, now)
-            return
+    def _reply(self, reply: dict[str, Any] | None, now: float) -> None:
         self.in_flight -= 1
+        if reply is not None and "ok" in reply:
+            self.ok += 1
+        elif reply is not None:
+            self.errors += 1
+        if self.running and not self._refill_due:
+            self._refill_due = True
+            asyncio.get_running_loop().call_soon(self._refill)
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.running:
-            self._send(self.depth - self.in_flight)
+    def _refill(self) -> None:
+        self._refill_due = False
+        count = self.depth - self.in_flight
+        if count <= 0 or not self.running or not self.session.connected:
+            return
+        self.in_flight += count
+        message = {"op": "publish", "channel": self.channel, "data": self.data}
+        self.session.send_batch([dict(message) for _ in range(count)], self._reply)
 
 
 @dataclass
@@ -386,19 +351,20 @@ async def run_throughput(
     stops rising (two levels in a row not :data:`RISING` x the best)."""
     assert setup.redis is not None
     node, redis = setup.nodes[0], setup.redis
-    host, port = node.address("tcp")
     data = payload(0, 0, 0.0)
+    url = node.tcp_url
     pumpers: list[Pumper] = []
     results: list[ThroughputLevel] = []
     best, stale = 0.0, 0
     try:
         for level in LEVELS:
-            more = await open_many(
-                lambda: Pumper(THROUGHPUT_CHANNEL, DEPTH, data), host, port, level - len(pumpers)
-            )
-            for conn in more:
-                conn.start()  # type: ignore[attr-defined]
-            pumpers += more  # type: ignore[arg-type]
+            more = [
+                Pumper(url, THROUGHPUT_CHANNEL, DEPTH, data) for _ in range(level - len(pumpers))
+            ]
+            await open_sessions([p.session for p in more])
+            for pumper in more:
+                pumper.start()
+            pumpers += more
             await asyncio.sleep(warm)
             meters = {
                 "node": procstat.CpuMeter((node.pid,)),
@@ -449,9 +415,9 @@ async def run_throughput(
                 if stale >= 2:
                     break
     finally:
-        for conn in pumpers:
-            conn.running = False
-            conn.close()
+        for pumper in pumpers:
+            pumper.running = False
+            await pumper.session.close()
         await asyncio.sleep(0.2)
     return results
 
@@ -527,13 +493,13 @@ async def run_cluster(
                     disconnected = True
                 await asyncio.sleep(0.5)
         for setup in setups[:-1]:
-            setup.stop()
+            await setup.stop()
         out["throughput"] = await run_throughput(
             setups[-1], warm=throughput_warm, measure=throughput_measure, log=log
         )
     finally:
         for setup in setups:
-            setup.stop()
+            await setup.stop()
         await asyncio.sleep(0.1)
     return out
 

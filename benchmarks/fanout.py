@@ -5,92 +5,154 @@ publications in the measured window x subscribers), latency from the intended
 send time (p50/p99/max), the server's CPU per delivery and the generator's own
 CPU (when it is near 100 % the figures are client-bound, not server-bound).
 
-The receivers (:class:`Subscriber`, lean WebSocket protocols) and this
-coordinator share one process and one event loop on the generator's core; the
-publisher (:mod:`benchmarks.publisher`) is a second process on the same core.
+The subscribers are the client core's lean fast path
+(:class:`hubbub.client.lean.LeanSession`, ``ws://``) and are accounted as the
+load tester accounts its users (:mod:`hubbub.loadtest.accounting`: a
+``Receiver`` per subscriber, loss and duplicates per stream, latency in an
+HdrHistogram). They and this coordinator share one process and one event loop
+on the generator's core; the publisher (:mod:`benchmarks.publisher`) is a
+second process on the same core.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import sys
 import time
-from array import array
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import msgpack
-
 from benchmarks import procstat
-from benchmarks.launcher import ROOT, ServerProcess, die_with_parent
-from benchmarks.leanclient import WsConn, open_many
-from benchmarks.publisher import MAGIC, PAYLOAD_SIZE, STAMP
+from benchmarks.launcher import BENCH_CONFIG, NodeProc, start_node
+from benchmarks.publisher import PAYLOAD_SIZE, STREAM, Publisher, measured_run
+from hubbub.client.lean import LeanSession
+from hubbub.loadtest.accounting.hist import summary
+from hubbub.loadtest.accounting.payload import msgpack_mark
+from hubbub.loadtest.accounting.receiver import Receiver
+from hubbub.loadtest.accounting.sequences import StreamInfo, Tally
+from hubbub.loadtest.accounting.stats import WorkerStats
 
 CHANNEL = "bench"
 #: The generator (receivers + publisher, one core) counts as saturated above this share.
 SATURATED = 0.9
 
-_unpackb = msgpack.unpackb
-_unpack_stamp = STAMP.unpack_from
-
-
 #: How a stamped payload starts inside a msgpack ``pub`` push: bin 8 of 100 bytes, magic.
-STAMP_MARK = b"\xc4" + bytes((PAYLOAD_SIZE,)) + MAGIC
+STAMP_MARK = msgpack_mark(PAYLOAD_SIZE)
 
 
-class Tally:
-    """What every subscriber of this process received in the current run."""
-
-    __slots__ = ("hi", "latencies", "lo", "measured", "other", "run", "stale", "total")
-
-    def __init__(self) -> None:
-        self.reset(0, 0, 0)
-
-    def reset(self, run: int, lo: int, hi: int) -> None:
-        self.run, self.lo, self.hi = run, lo, hi
-        self.total = 0  # publications of this run received, all sequence numbers
-        self.measured = 0  # ... of them in [lo, hi): the measured window
-        self.other = 0  # publications that are not ours
-        self.stale = 0  # stamped publications of an earlier run
-        self.latencies = array("d")  # seconds, measured window only
-
-    def record(self, buf: bytes, at: int, now: float) -> None:
-        """Count the stamped payload found at ``buf[at:]``, arrived at ``now``."""
-        _, run, seq, intended = _unpack_stamp(buf, at)
-        if run != self.run:
-            self.stale += 1
-            return
-        self.total += 1
-        if self.lo <= seq < self.hi:
-            self.measured += 1
-            self.latencies.append(now - intended)
-
-
-class Subscriber(WsConn):
-    """A WebSocket subscriber that decodes only what latency needs.
+class Subscriber:
+    """A lean WebSocket subscriber that decodes only what accounting needs.
 
     A publication's stamp is found by its msgpack header and magic (a C-speed
     ``bytes.find``) instead of decoding the whole push: at 200 deliveries per
     millisecond on one core every microsecond counts. Anything else (replies,
-    pings, disconnects) is decoded in full.
+    pings, disconnects, unstamped publications) is decoded by the session.
     """
 
-    def __init__(self, host: str, port: int, channel: str, tally: Tally) -> None:
-        super().__init__(host, port, channel)
-        self.tally = tally
+    __slots__ = ("channel", "receiver", "session")
 
-    def on_frame(self, buf: bytes, start: int, end: int, now: float) -> None:
-        at = buf.find(STAMP_MARK, start, end)
-        if at >= 0:
-            self.tally.record(buf, at + 2, now)
-            return
-        message = _unpackb(buf[start:end])
-        if message.get("push") == "pub":
-            self.tally.other += 1
-        else:
-            self.on_map(message, now)
+    def __init__(self, url: str, channel: str) -> None:
+        self.channel = channel
+        self.receiver: Receiver | None = None
+        self.session = LeanSession(
+            [url], on_pub=self.on_pub, raw=self.raw, reconnect=False, name="bench"
+        )
+
+    def raw(self, payload: bytes, now: float) -> bool:
+        at = payload.find(STAMP_MARK)
+        if at < 0 or self.receiver is None:
+            return False
+        self.receiver.on_pub(self.channel, payload[at + 2 : at + 2 + PAYLOAD_SIZE], now)
+        return True
+
+    def on_pub(self, channel: str, data: Any, now: float) -> None:
+        if self.receiver is not None:
+            self.receiver.on_pub(channel, data, now)
+
+    @property
+    def closed(self) -> bool:
+        return not self.session.connected
+
+
+class Subscribers:
+    """One process's subscribers and their accounting for the current run."""
+
+    def __init__(self) -> None:
+        self.subs: list[Subscriber] = []
+        self.stats = WorkerStats()
+        self.group = self.stats.group("bench")
+
+    def reset(self, run: int) -> None:
+        """Fresh receivers for run ``run`` (its measured publications only)."""
+        self.stats = WorkerStats()
+        self.group = self.stats.group("bench")
+        now = time.monotonic()
+        for sub in self.subs:
+            sub.receiver = Receiver(measured_run(run), self.group, self.stats)
+            sub.receiver.joined(sub.channel, now)
+
+    @property
+    def total(self) -> int:
+        """Publications received so far, every run and phase (deliveries)."""
+        return self.group.received
+
+    @property
+    def measured(self) -> int:
+        """... of them from the measured window of the current run."""
+        counts = self.stats.counts
+        return self.group.received - counts["foreign"] - counts["unstamped"]
+
+    @property
+    def disconnected(self) -> int:
+        return sum(1 for s in self.subs if s.closed)
+
+    def tally(self, info: StreamInfo) -> Tally:
+        """Expected, delivered, lost, duplicated: every subscriber against the ledger."""
+        tally = Tally()
+        for sub in self.subs:
+            if sub.receiver is not None:
+                sub.receiver.account({STREAM: info}, {info.channel: [STREAM]}, tally)
+        return tally
+
+    async def open(self, url: str, channel: str, count: int, *, timeout: float = 60.0) -> None:
+        """Add ``count`` subscribers of ``channel`` at ``url``."""
+        subs = [Subscriber(url, channel) for _ in range(count)]
+        self.subs += subs
+        await open_sessions([s.session for s in subs], channel=channel, timeout=timeout)
+
+    async def close(self) -> None:
+        for sub in self.subs:
+            await sub.session.close()
+
+
+async def open_sessions(
+    sessions: list[LeanSession],
+    *,
+    channel: str | None = None,
+    concurrency: int = 200,
+    timeout: float = 60.0,
+) -> None:
+    """Connect every session (and subscribe it to ``channel``), at most
+    ``concurrency`` handshakes in flight, all within ``timeout`` seconds. On
+    failure every session is closed and the error raised."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(session: LeanSession) -> None:
+        async with gate:
+            await session.connect()
+            if channel is not None:
+                await session.subscribe(channel)
+
+    tasks = [asyncio.ensure_future(one(s)) for s in sessions]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        for session in sessions:
+            await session.close()
+        raise
 
 
 @dataclass
@@ -118,39 +180,31 @@ class FanoutResult:
     server_system_share: float  # of the server's CPU, the kernel's part (0..1)
     publisher: dict[str, Any] = field(default_factory=dict)
     disconnected: int = 0
-    foreign: int = 0  # publications received that were not this run's
+    foreign: int = 0  # publications received that were not this run's stamped ones
+    duplicates: int = 0
+    reordered: int = 0
     server_rss_kb: int = 0
 
 
-def percentile(ordered: list[float] | array[float], q: float) -> float:
-    """The ``q``-quantile (0..1) of an ascending sequence, nearest rank."""
-    if not ordered:
-        return float("nan")
-    rank = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
 async def await_deliveries(
-    tally: Tally, subs: list[Subscriber], window_end: float, expected: int, drain: float
+    subs: Subscribers, window_end: float, expected: int, drain: float
 ) -> None:
     """Wait until every delivery of the measured window has arrived, or
     ``drain`` seconds past its end, or until every subscriber is gone."""
     deadline = window_end + drain
     while time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-        if tally.measured >= expected and time.monotonic() >= window_end:
+        if subs.measured >= expected and time.monotonic() >= window_end:
             break
-        if all(s.closed for s in subs):
+        if subs.disconnected == len(subs.subs):
             break
 
 
 def delivery_figures(
-    tally: Tally,
-    subs: list[Subscriber],
+    subs: Subscribers,
+    info: StreamInfo,
     *,
     rate: float,
-    measure_count: int,
-    expected: int,
     deliveries: int,
     wall: float,
     server_cpu: float,
@@ -159,44 +213,89 @@ def delivery_figures(
 ) -> dict[str, Any]:
     """The figures every fan-out run reports, single node or cluster: loss,
     latency percentiles from the intended send time, CPU per delivery."""
-    ordered = sorted(tally.latencies)
-    loss = expected - tally.measured
+    tally = subs.tally(info)
+    subs.group.flush()
+    latency = summary(subs.group.hist)
+    nan = float("nan")
     return {
-        "subscribers": len(subs),
+        "subscribers": len(subs.subs),
         "rate": rate,
-        "offered": rate * len(subs),
-        "seconds": measure_count / rate,
-        "expected": expected,
-        "received": tally.measured,
-        "loss": loss,
-        "loss_pct": 100.0 * loss / expected if expected else 0.0,
+        "offered": rate * len(subs.subs),
+        "seconds": info.last / rate,
+        "expected": tally.expected,
+        "received": tally.delivered,
+        "loss": tally.lost,
+        "loss_pct": 100.0 * tally.lost / tally.expected if tally.expected else 0.0,
         "deliveries_per_s": deliveries / wall if wall > 0 else 0.0,
-        "p50_ms": percentile(ordered, 0.50) * 1000,
-        "p99_ms": percentile(ordered, 0.99) * 1000,
-        "max_ms": (ordered[-1] * 1000) if ordered else float("nan"),
-        "server_cpu_us_per_delivery": (
-            server_cpu / deliveries * 1e6 if deliveries else float("nan")
-        ),
+        "p50_ms": latency.get("p50", nan),
+        "p99_ms": latency.get("p99", nan),
+        "max_ms": latency.get("max", nan),
+        "server_cpu_us_per_delivery": (server_cpu / deliveries * 1e6 if deliveries else nan),
         "server_cpu_pct": 100.0 * server_cpu / wall,
         "generator_cpu_pct": 100.0 * gen_cpu / wall,
         "client_bound": gen_cpu / wall >= SATURATED,
         "other_cpu_pct": max(0.0, 100.0 * other_cpu / wall),
-        "disconnected": sum(1 for s in subs if s.closed),
-        "foreign": tally.other + tally.stale,
+        "disconnected": subs.disconnected,
+        "foreign": subs.stats.counts["unstamped"] + tally.unknown,
+        "duplicates": tally.duplicates,
+        "reordered": tally.reordered,
     }
 
 
-async def _readline(stream: asyncio.StreamReader, timeout: float) -> str:
-    line = await asyncio.wait_for(stream.readline(), timeout)
-    if not line:
-        raise RuntimeError("publisher exited early")
-    return line.decode().strip()
+@dataclass
+class Window:
+    """The measured window of one run: its publications and when they are due."""
+
+    run: int
+    rate: float
+    warm_count: int
+    measure_count: int
+    t0: float = 0.0
+
+    @property
+    def start(self) -> float:
+        return self.t0 + self.warm_count / self.rate
+
+    @property
+    def end(self) -> float:
+        return self.start + self.measure_count / self.rate
+
+    def ledger(self, channel: str) -> StreamInfo:
+        """The publisher's side: measured numbers 1..N, the first due at :attr:`start`."""
+        return StreamInfo(channel, self.start, self.measure_count)
+
+
+async def start_window(
+    address: tuple[str, int],
+    channel: str,
+    subs: Subscribers,
+    window: Window,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+) -> Publisher:
+    """Fresh accounting, a publisher connected (then ``on_ready``) and started 0.2 s on."""
+    subs.reset(window.run)
+    publisher = await Publisher.start(
+        address,
+        channel,
+        window.rate,
+        window.warm_count,
+        window.measure_count,
+        window.run,
+    )
+    try:
+        if on_ready is not None:
+            await on_ready()
+        window.t0 = time.monotonic() + 0.2
+        await publisher.go(window.t0)
+    except BaseException:
+        await publisher.kill()
+        raise
+    return publisher
 
 
 async def run_rate(
-    server: ServerProcess,
-    subs: list[Subscriber],
-    tally: Tally,
+    server: NodeProc,
+    subs: Subscribers,
     *,
     run: int,
     rate: float,
@@ -205,45 +304,20 @@ async def run_rate(
     drain: float = 3.0,
 ) -> FanoutResult:
     """One rate: warm up, measure, wait for the last deliveries, compute."""
-    host, port = server.address("tcp")
-    warm_count = int(warmup * rate)
-    measure_count = int(measure * rate)
-    tally.reset(run, warm_count, warm_count + measure_count)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.publisher",
-        host,
-        str(port),
-        CHANNEL,
-        str(rate),
-        str(warm_count + measure_count),
-        str(run),
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        preexec_fn=die_with_parent,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
+    window = Window(run, rate, int(warmup * rate), int(measure * rate))
+    publisher = await start_window(server.address("tcp"), CHANNEL, subs, window)
     try:
-        if await _readline(proc.stdout, 15) != "ready":
-            raise RuntimeError("publisher did not get ready")
-        t0 = time.monotonic() + 0.2
-        proc.stdin.write(f"{t0!r}\n".encode())
-        await proc.stdin.drain()
-        gen = procstat.CpuMeter((os.getpid(), proc.pid))
+        gen = procstat.CpuMeter((os.getpid(), publisher.pid))
         own = procstat.CpuMeter((os.getpid(),))
-        window_start = t0 + warm_count / rate
-        await asyncio.sleep(max(0.0, window_start - time.monotonic()))
+        await asyncio.sleep(max(0.0, window.start - time.monotonic()))
         now = time.monotonic()
         for m in (gen, own):
             m.start(now)
         busy0 = procstat.machine_busy_seconds()
         srv_user0, srv_sys0 = procstat.cpu_times(server.pid)
-        total0 = tally.total
-        window_end = window_start + measure_count / rate
-        expected = measure_count * len(subs)
-        await await_deliveries(tally, subs, window_end, expected, drain)
+        total0 = subs.total
+        expected = window.measure_count * len(subs.subs)
+        await await_deliveries(subs, window.end, expected, drain)
         now = time.monotonic()
         srv_user1, srv_sys1 = procstat.cpu_times(server.pid)
         gen_cpu, wall = gen.stop(now)
@@ -251,22 +325,16 @@ async def run_rate(
         server_user, server_sys = srv_user1 - srv_user0, srv_sys1 - srv_sys0
         server_cpu = server_user + server_sys
         other_cpu = procstat.machine_busy_seconds() - busy0 - server_cpu - gen_cpu
-        deliveries = tally.total - total0
-        publisher = json.loads(await _readline(proc.stdout, 15))
-        proc.stdin.write(b"exit\n")
-        await proc.stdin.drain()
-        await asyncio.wait_for(proc.wait(), 10)
+        deliveries = subs.total - total0
+        results = await publisher.results()
+        await publisher.exit()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await publisher.kill()
     return FanoutResult(
         **delivery_figures(
-            tally,
             subs,
+            window.ledger(CHANNEL),
             rate=rate,
-            measure_count=measure_count,
-            expected=expected,
             deliveries=deliveries,
             wall=wall,
             server_cpu=server_cpu,
@@ -275,7 +343,7 @@ async def run_rate(
         ),
         receiver_cpu_pct=100.0 * own_cpu / wall,
         server_system_share=server_sys / server_cpu if server_cpu else float("nan"),
-        publisher=publisher,
+        publisher=results,
         server_rss_kb=procstat.rss_kb(server.pid),
     )
 
@@ -290,23 +358,19 @@ async def run_fanout(
 ) -> list[FanoutResult]:
     """Start a server, subscribe, run every rate, stop the server."""
     results: list[FanoutResult] = []
-    with ServerProcess() as server:
+    with start_node(BENCH_CONFIG, die_with_parent=True) as server:
         procstat.pin(server.pid, procstat.SERVER_CORE)
-        host, port = server.address("ws")
-        tally = Tally()
+        subs = Subscribers()
         started = time.monotonic()
-        conns = await open_many(
-            lambda: Subscriber(host, port, CHANNEL, tally), host, port, subscribers
-        )
-        subs: list[Subscriber] = conns  # type: ignore[assignment]
-        log(
-            f"fanout: {subscribers} WebSocket subscribers ready in "
-            f"{time.monotonic() - started:.1f} s"
-        )
         try:
+            await subs.open(server.ws_url, CHANNEL, subscribers)
+            log(
+                f"fanout: {subscribers} WebSocket subscribers ready in "
+                f"{time.monotonic() - started:.1f} s"
+            )
             for run, rate in enumerate(rates, start=1):
                 result = await run_rate(
-                    server, subs, tally, run=run, rate=rate, warmup=warmup, measure=measure
+                    server, subs, run=run, rate=rate, warmup=warmup, measure=measure
                 )
                 log(
                     f"fanout: {subscribers} x {rate:g}/s: {result.deliveries_per_s:,.0f} "
@@ -323,8 +387,7 @@ async def run_fanout(
                     break
                 await asyncio.sleep(0.5)
         finally:
-            for conn in subs:
-                conn.close()
+            await subs.close()
             await asyncio.sleep(0.1)
     return results
 

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks import procstat
-from benchmarks.launcher import ServerProcess
-from benchmarks.leanclient import LeanConn, TcpConn, WsConn, open_many
+from benchmarks.fanout import open_sessions
+from benchmarks.launcher import BENCH_CONFIG, start_node
+from hubbub.client.lean import LeanSession
 
 WARMUP_CONNECTIONS = 100
 SETTLE = 1.0
@@ -36,26 +37,29 @@ class IdleResult:
 
 
 async def measure(transport: str, count: int) -> IdleResult:
-    with ServerProcess() as server:
+    with start_node(BENCH_CONFIG, die_with_parent=True) as server:
         procstat.pin(server.pid, procstat.SERVER_CORE)
-        host, port = server.address(transport)
+        url = server.tcp_url if transport == "tcp" else server.ws_url
 
-        def make() -> LeanConn:
-            return TcpConn() if transport == "tcp" else WsConn(host, port)
+        def make(n: int) -> list[LeanSession]:
+            return [LeanSession([url], reconnect=False, name="bench") for _ in range(n)]
 
-        conns = await open_many(make, host, port, WARMUP_CONNECTIONS)
+        conns = make(WARMUP_CONNECTIONS)
         try:
+            await open_sessions(conns)
             await asyncio.sleep(SETTLE)
             before = procstat.rss_kb(server.pid)
             started = time.monotonic()
-            conns += await open_many(make, host, port, count, timeout=120.0)
+            measured = make(count)
+            conns += measured
+            await open_sessions(measured, timeout=120.0)
             opened = time.monotonic() - started
             await asyncio.sleep(SETTLE)
             after = procstat.rss_kb(server.pid)
-            still_open = sum(1 for c in conns[WARMUP_CONNECTIONS:] if not c.closed)
+            still_open = sum(1 for c in measured if c.connected)
         finally:
             for conn in conns:
-                conn.close()
+                await conn.close()
             await asyncio.sleep(0.2)
     return IdleResult(
         transport=transport,

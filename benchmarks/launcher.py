@@ -1,19 +1,21 @@
-"""Start and stop a ``hubbub serve`` process (or a ``redis-server``) for a benchmark.
+"""Real processes on free loopback ports: ``hubbub serve`` nodes and ``redis-server``.
 
-The node listens on free loopback ports (port 0) and its ports are read from
-its ``event=listening`` log line (PROTOCOL.md §7). The benchmark config only
-lifts the per-connection command rate limit so one publisher connection may
-publish at the rates measured; everything else is the default. A
-:class:`RedisServer` (no persistence, loopback only) is stopped by the same
-:func:`stop_all` as the nodes.
+The one launcher of the tree: the tests (through ``tests/procs.py``) and the
+benchmarks start their nodes and Redis servers here. A node is started with
+port 0 and its ports are read from its ``event=listening`` log line
+(PROTOCOL.md §7: "the startup log says which"). A benchmark passes
+``die_with_parent=True`` so no server outlives a killed run, and
+:func:`stop_all` stops whatever this process started and has not stopped yet.
+:data:`BENCH_CONFIG` only lifts the per-connection command rate limit, so one
+publisher connection may publish at the rates measured.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -23,12 +25,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
+HUBBUB = [sys.executable, "-m", "hubbub.server.cli"]
 
-#: A publisher sends up to a few hundred commands/s on one connection.
+#: A benchmark publisher sends up to a few hundred commands/s on one connection.
 BENCH_CONFIG = """\
 [server]
 log_level = "info"
@@ -38,121 +43,41 @@ messages_per_second = 1000000
 message_burst = 1000000
 """
 
-
 _PR_SET_PDEATHSIG = 1
-_live: set[ServerProcess | RedisServer] = set()
+_live: set[NodeProc | RedisProc] = set()
 
 
 def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGKILL when the benchmark dies, however it
-    dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so no server outlives a killed run."""
+    """``preexec_fn``: the child gets SIGKILL when its parent dies, however it
+    dies (Linux ``prctl(PR_SET_PDEATHSIG)``)."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: no such guard
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+_guard = die_with_parent  # the ``die_with_parent`` flags below shadow the name
+
+
 def stop_all() -> None:
-    """Stop every server (nodes and Redis) this process started and has not stopped yet."""
+    """Stop every node and Redis this process started and has not stopped yet."""
     for server in list(_live):
         server.stop()
 
 
-class ServerProcess:
-    """A running ``hubbub serve`` on 127.0.0.1; a context manager that always stops it."""
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (redis-server cannot pick one itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    def __init__(
-        self, config: str = BENCH_CONFIG, start_timeout: float = 15.0, args: Sequence[str] = ()
-    ) -> None:
-        self.config = config
-        self.start_timeout = start_timeout
-        self.args = tuple(args)  # more ``serve`` flags, e.g. ("--redis", URL)
-        self.proc: subprocess.Popen[str] | None = None
-        self.addresses: dict[str, tuple[str, int]] = {}
-        self.lines: collections.deque[str] = collections.deque(maxlen=200)
-        self._config_path: str | None = None
-        self._ready = threading.Event()
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def address(self, name: str) -> tuple[str, int]:
-        return self.addresses[name]
-
-    def start(self) -> ServerProcess:
-        fd, self._config_path = tempfile.mkstemp(suffix=".toml", prefix="hubbub-bench-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.config)
-        cmd = [
-            sys.executable,
-            "-m",
-            "hubbub.server.cli",
-            "serve",
-            "--config",
-            self._config_path,
-            "--tcp",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            *self.args,
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=die_with_parent,
-        )
-        _live.add(self)
-        threading.Thread(target=self._pump, daemon=True).start()
-        if not self._ready.wait(self.start_timeout) or not self.addresses:
-            self.stop()
-            raise RuntimeError("hubbub did not start:\n" + "\n".join(self.lines))
-        return self
-
-    def _pump(self) -> None:
-        """Read the log (so the pipe never fills) and catch the listening line."""
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if "event=listening" in line and not self._ready.is_set():
-                fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-                for name in ("tcp", "ws", "admin"):
-                    if name in fields:
-                        host, _, port = fields[name].rpartition(":")
-                        self.addresses[name] = (host, int(port))
-                self._ready.set()
-        self._ready.set()
-
-    def log_count(self, event: str) -> int:
-        """How many of the last log lines are ``event``."""
-        return sum(1 for line in self.lines if f"event={event} " in line + " ")
+class _Stopped:
+    """A server that is stopped on leaving a ``with`` block."""
 
     def stop(self) -> None:
-        """SIGINT twice (drain, then close at once); SIGKILL if still there after 5 s."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        _live.discard(self)
-        if self._config_path is not None:
-            os.unlink(self._config_path)
-            self._config_path = None
+        raise NotImplementedError
 
-    def __enter__(self) -> ServerProcess:
-        return self.start()
+    def __enter__(self) -> Self:
+        return self
 
     def __exit__(
         self,
@@ -163,82 +88,187 @@ class ServerProcess:
         self.stop()
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (redis-server cannot pick one itself)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@dataclass(eq=False)
+class NodeProc(_Stopped):
+    """A running ``hubbub serve`` process."""
 
-
-class RedisServer:
-    """A ``redis-server`` on a free loopback port, no persistence; a context manager
-    that always stops it (and :func:`stop_all` does too)."""
-
-    def __init__(self, start_timeout: float = 10.0) -> None:
-        self.start_timeout = start_timeout
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._dir: str | None = None
+    proc: subprocess.Popen[str]
+    tcp: tuple[str, int] | None = None
+    ws: tuple[str, int] | None = None
+    admin: tuple[str, int] | None = None
+    node_id: str = ""
+    lines: list[str] = field(default_factory=list)
+    config_path: str | None = None
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
         return self.proc.pid
+
+    def address(self, name: str) -> tuple[str, int]:
+        """Host and port of listener ``name`` (``tcp``, ``ws`` or ``admin``)."""
+        address: tuple[str, int] | None = getattr(self, name)
+        assert address is not None, f"no {name} listener"
+        return address
+
+    @property
+    def tcp_url(self) -> str:
+        assert self.tcp
+        return f"tcp://{self.tcp[0]}:{self.tcp[1]}"
+
+    @property
+    def ws_url(self) -> str:
+        assert self.ws
+        return f"ws://{self.ws[0]}:{self.ws[1]}/ws"
+
+    @property
+    def admin_url(self) -> str:
+        assert self.admin
+        return f"http://{self.admin[0]}:{self.admin[1]}"
+
+    def log_text(self) -> str:
+        return "\n".join(self.lines)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGINT twice (drain, then close at once); SIGKILL if still there after 5 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGINT)  # second signal: close at once
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        _live.discard(self)
+        if self.config_path:
+            os.unlink(self.config_path)
+            self.config_path = None
+
+
+def _pump(node: NodeProc, ready: threading.Event) -> None:
+    """Read the log (so the pipe never fills) and catch the listening line."""
+    assert node.proc.stderr is not None
+    for line in node.proc.stderr:
+        line = line.rstrip("\n")
+        node.lines.append(line)
+        if "event=listening" in line:
+            fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            for name in ("tcp", "ws", "admin"):
+                if name in fields:
+                    host, _, port = fields[name].rpartition(":")
+                    setattr(node, name, (host, int(port)))
+            node.node_id = fields.get("node", "")
+            ready.set()
+    ready.set()
+
+
+def start_node(
+    config: str | None = None,
+    *,
+    redis: Sequence[str] = (),
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 15.0,
+    nofile: tuple[int, int] | None = None,
+    die_with_parent: bool = False,
+) -> NodeProc:
+    """Start ``hubbub serve`` on free loopback ports with an optional TOML
+    ``config`` text (``nofile``: its soft and hard limits of open files);
+    returns once it logged its listening line."""
+    cmd = [*HUBBUB, "serve", "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0",
+           "--admin", "127.0.0.1:0"]  # fmt: skip
+    config_path = None
+    if config is not None:
+        fd, config_path = tempfile.mkstemp(suffix=".toml", prefix="hubbub-test-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(config)
+        cmd += ["--config", config_path]
+    for url in redis:
+        cmd += ["--redis", url]
+    cmd += list(args)
+    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
+    proc_env.update(env or {})
+
+    def prepare() -> None:  # in the child, before exec
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+        if die_with_parent:
+            _guard()
+
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, env=proc_env,
+        preexec_fn=prepare if nofile is not None or die_with_parent else None,
+    )  # fmt: skip
+    node = NodeProc(proc, config_path=config_path)
+    _live.add(node)
+    ready = threading.Event()
+    threading.Thread(target=_pump, args=(node, ready), daemon=True).start()
+    if not ready.wait(timeout) or (node.tcp is None and node.ws is None):
+        node.stop()
+        raise RuntimeError("hubbub did not start:\n" + node.log_text())
+    return node
+
+
+@dataclass(eq=False)
+class RedisProc(_Stopped):
+    """A running ``redis-server`` on a free loopback port, no persistence."""
+
+    port: int
+    dir: str
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 10.0, *, die_with_parent: bool = False) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
-            raise RuntimeError("redis-server is not installed")
-        self.port = free_port()
-        self._dir = tempfile.mkdtemp(prefix="hubbub-bench-redis-")
+            raise RuntimeError("redis-server is not installed: run `make install`")
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self._dir],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "yes"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_guard if die_with_parent else None,
         )  # fmt: skip
         _live.add(self)
-        deadline = time.monotonic() + self.start_timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return self
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
             except OSError:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
+    def kill(self) -> None:
+        """SIGKILL: the data is gone (no persistence)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
     def stop(self) -> None:
-        """SIGTERM (no persistence: nothing to save); SIGKILL if still there after 5 s."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        self.kill()
         _live.discard(self)
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+def start_redis(*, die_with_parent: bool = False) -> RedisProc:
+    r = RedisProc(free_port(), tempfile.mkdtemp(prefix="hubbub-redis-"))
+    r.start(die_with_parent=die_with_parent)
+    return r

@@ -1,92 +1,80 @@
 """The open-loop publisher: its own process, one TCP connection, a fixed rate.
 
 Slot ``i`` is due at ``t0 + i / rate`` (``time.monotonic``, one clock for the
-whole machine). Each publication's ``data`` is a 100-byte payload stamped with
-the run id, its sequence number and that *intended* time, so a receiver's
-latency includes any delay in sending it. A late send never shifts the slots
-after it (open loop). Being a process of its own, the publisher is not held
-up by the receivers' event loop; it shares their core.
+whole machine). Each publication's ``data`` is a 100-byte payload carrying
+the load tester's stamp (:mod:`hubbub.loadtest.accounting.payload`): the run,
+the stream, its sequence number and that *intended* time, so a receiver's
+latency includes any delay in sending it. The warm-up slots are stamped with
+run ``warmup_run(run)`` and numbered from 1, the measured ones with run
+``measured_run(run)`` and numbered from 1 again, so receivers account the
+measured window alone. A late send never shifts the slots after it (open
+loop). Being a process of its own, the publisher is not held up by the
+receivers' event loop; it shares their core. The connection is the client
+core's blocking one (:class:`hubbub.client.sync.SyncConnection`); the
+publications are framed before the first is due.
 
 Protocol with the parent, one line each: the child prints ``ready`` once
 connected, reads ``t0`` from stdin, publishes, prints one JSON object of
 results (``sent``, ``max_late_ms``, ``late_1ms``, ``errors``), and exits when
 stdin gives it a line or ends (so the parent can read its CPU time first).
 
-    python -m benchmarks.publisher HOST PORT CHANNEL RATE COUNT RUN
+    python -m benchmarks.publisher HOST PORT CHANNEL RATE WARMUP MEASURED RUN
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
-import struct
 import sys
 import time
 from typing import Any
 
-from hubbub.protocol.codec import decode_msgpack, encode_msgpack
-from hubbub.protocol.frames import FrameDecoder, encode_frame
+from benchmarks.launcher import ROOT, die_with_parent
+from hubbub.client.sync import SyncConnection
+from hubbub.loadtest.accounting.payload import make_payload
 
-#: magic, run id, sequence number, intended send time (monotonic seconds).
-STAMP = struct.Struct("<4sBxxxQd")
-MAGIC = b"HBUB"
 PAYLOAD_SIZE = 100
-_PAD = bytes(PAYLOAD_SIZE - STAMP.size)
+#: The one stream a benchmark publisher writes.
+STREAM = 1
+
+
+def warmup_run(run: int) -> int:
+    """The stamp's run of run ``run``'s warm-up publications (receivers ignore them)."""
+    return 2 * run
+
+
+def measured_run(run: int) -> int:
+    """The stamp's run of run ``run``'s measured publications."""
+    return 2 * run + 1
 
 
 def payload(run: int, seq: int, intended: float) -> bytes:
     """A 100-byte publication body carrying its stamp."""
-    return STAMP.pack(MAGIC, run, seq, intended) + _PAD
+    return make_payload(run, STREAM, seq, intended, PAYLOAD_SIZE)
 
 
-def _read_reply(sock: socket.socket, decoder: FrameDecoder, timeout: float) -> dict[str, Any]:
-    sock.settimeout(timeout)
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError("server closed the publisher's connection")
-        frames = decoder.feed(data)
-        if frames:
-            return decode_msgpack(frames[0])
-
-
-def _drain_errors(sock: socket.socket, decoder: FrameDecoder) -> int:
-    """Count ``error`` pushes the server sent back (fire-and-forget failures)."""
+def run(
+    host: str, port: int, channel: str, rate: float, warmup: int, measured: int, run_id: int
+) -> None:
     errors = 0
-    sock.setblocking(False)
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            for frame in decoder.feed(data):
-                if decode_msgpack(frame).get("push") == "error":
-                    errors += 1
-    except BlockingIOError:
-        pass
-    return errors
 
+    def on_push(message: dict[str, Any]) -> None:
+        nonlocal errors
+        if message.get("push") == "error":  # a fire-and-forget publish failed
+            errors += 1
 
-def run(host: str, port: int, channel: str, rate: float, count: int, run_id: int) -> None:
-    sock = socket.create_connection((host, port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    decoder = FrameDecoder(1 << 24)
-    sock.sendall(encode_frame(encode_msgpack({"op": "connect", "id": 1})))
-    reply = _read_reply(sock, decoder, 10)
-    if "ok" not in reply:
-        raise ConnectionError(f"connect refused: {reply}")
+    conn = SyncConnection(f"tcp://{host}:{port}", on_push=on_push, name="bench")
+    conn.connect()
     print("ready", flush=True)
     t0 = float(sys.stdin.readline())
     period = 1.0 / rate
+    stamps = [(warmup_run(run_id), i + 1) for i in range(warmup)]
+    stamps += [(measured_run(run_id), i + 1) for i in range(measured)]
     frames = [
-        encode_frame(
-            encode_msgpack(
-                {"op": "publish", "channel": channel, "data": payload(run_id, i, t0 + i * period)}
-            )
-        )
-        for i in range(count)
+        conn.frame({"op": "publish", "channel": channel, "data": payload(r, seq, t0 + i * period)})
+        for i, (r, seq) in enumerate(stamps)
     ]
-    monotonic, sleep, send = time.monotonic, time.sleep, sock.sendall
+    monotonic, sleep, send = time.monotonic, time.sleep, conn.send_framed
     max_late = 0.0
     late_1ms = 0
     for i, frame in enumerate(frames):
@@ -101,16 +89,89 @@ def run(host: str, port: int, channel: str, rate: float, count: int, run_id: int
         if late > 0.001:
             late_1ms += 1
     time.sleep(0.2)  # let error pushes, if any, arrive
-    errors = _drain_errors(sock, decoder)
-    result = {"sent": count, "max_late_ms": max_late * 1000, "late_1ms": late_1ms, "errors": errors}
+    result = {
+        "sent": len(frames),
+        "max_late_ms": max_late * 1000,
+        "late_1ms": late_1ms,
+        "errors": errors,
+    }
     print(json.dumps(result), flush=True)
     sys.stdin.readline()  # stay until the parent has read our CPU time
-    sock.close()
+    conn.close()
+
+
+class Publisher:
+    """The parent's side of one publisher process: start, go at ``t0``, results, exit."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(
+        cls,
+        address: tuple[str, int],
+        channel: str,
+        rate: float,
+        warmup: int,
+        measured: int,
+        run_id: int,
+    ) -> Publisher:
+        """Start the process and wait until it is connected."""
+        host, port = address
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.publisher", host, str(port), channel,
+            str(rate), str(warmup), str(measured), str(run_id),
+            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
+        publisher = cls(proc)
+        try:
+            if await publisher._readline(15) != "ready":
+                raise RuntimeError("publisher did not get ready")
+        except BaseException:
+            await publisher.kill()
+            raise
+        return publisher
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def _readline(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError("publisher exited early")
+        return line.decode().strip()
+
+    async def go(self, t0: float) -> None:
+        """Slot 0 is due at ``t0`` (monotonic)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{t0!r}\n".encode())
+        await self.proc.stdin.drain()
+
+    async def results(self) -> dict[str, Any]:
+        """What it printed once done (``sent``, ``max_late_ms``, ``late_1ms``, ``errors``)."""
+        result: dict[str, Any] = json.loads(await self._readline(15))
+        return result
+
+    async def exit(self) -> None:
+        """Let it exit (after its CPU time was read)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"exit\n")
+        await self.proc.stdin.drain()
+        await asyncio.wait_for(self.proc.wait(), 10)
+
+    async def kill(self) -> None:
+        """Kill it if it is still there."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
 
 def main(argv: list[str]) -> int:
-    host, port, channel, rate, count, run_id = argv
-    run(host, int(port), channel, float(rate), int(count), int(run_id))
+    host, port, channel, rate, warmup, measured, run_id = argv
+    run(host, int(port), channel, float(rate), int(warmup), int(measured), int(run_id))
     return 0
 
 

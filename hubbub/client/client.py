@@ -519,13 +519,7 @@ class Client:
         self._connected = False
         self._wakeup.clear()
         self._transport = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(info)
+        self._fail_pending(info)
         for sub in self._subs.values():
             sub._drop_held()
 
@@ -533,16 +527,20 @@ class Client:
         """Closed for good: fail whatever waits, end every iterator."""
         self._connected = False
         self._wakeup.set()
+        self._fail_pending(final)
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            sub._finish(None if clean else final)
+
+    def _fail_pending(self, info: Disconnected) -> None:
+        """No connection any more: stop the watchdog, fail the commands in flight."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(final)
-        subs, self._subs = self._subs, {}
-        for sub in subs.values():
-            sub._finish(None if clean else final)
+                future.set_exception(info)
 
     def _arm_watchdog(self, transport: Transport) -> None:
         """Treat the connection as dead when nothing arrives for ping + timeout (§3)."""

@@ -151,6 +151,11 @@ class _Wire(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(self.framing.frame(encode_msgpack(message)))
 
+    def send_many(self, messages: list[dict[str, Any]]) -> None:
+        assert self.transport is not None
+        frame = self.framing.frame
+        self.transport.write(b"".join([frame(encode_msgpack(m)) for m in messages]))
+
     def data_received(self, data: bytes) -> None:
         self.last_rx = now = _monotonic()
         session = self.session
@@ -369,6 +374,21 @@ class LeanSession:
             message["id"] = self._last_id
             wire.pending[self._last_id] = callback
         wire.send(message)
+
+    def send_batch(self, messages: list[dict[str, Any]], callback: Callback) -> None:
+        """Send commands with ids in one write; ``callback`` gets each reply.
+
+        Raises :class:`Disconnected` while there is no connection.
+        """
+        wire = self.wire
+        if wire is None:
+            raise Disconnected(None, NOT_CONNECTED)
+        pending = wire.pending
+        for message in messages:
+            self._last_id += 1
+            message["id"] = self._last_id
+            pending[self._last_id] = callback
+        wire.send_many(messages)
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send a command and return its ok map.

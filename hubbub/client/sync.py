@@ -48,11 +48,14 @@ class SyncConnection:
         *,
         timeout: float = 10.0,
         on_pub: OnPub | None = None,
+        on_push: Callable[[dict[str, Any]], None] | None = None,
         name: str = "hubbub-locust",
     ) -> None:
         self.endpoint = Endpoint.parse(url)
         self.timeout = timeout
         self.on_pub = on_pub
+        #: Gets every other push but ``ping`` (``error``, ``disconnect``, ``join`` ...).
+        self.on_push = on_push
         self.name = name
         self.info: dict[str, Any] = {}
         #: How the connection ended (None while open).
@@ -103,13 +106,20 @@ class SyncConnection:
 
     # -- commands ---------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def frame(self, message: dict[str, Any]) -> bytes:
+        """``message`` as it goes on this connection's wire (to send later, at once)."""
+        return self._framing.frame(encode_msgpack(message))
+
+    def send_framed(self, data: bytes) -> None:
+        """Send bytes made by :meth:`frame` (commands without ids: no reply is awaited)."""
         sock = self._sock
         if sock is None:
             raise self.closed or Disconnected(None, NOT_CONNECTED)
-        data = self._framing.frame(encode_msgpack(message))
         with self._lock:
             sock.sendall(data)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.send_framed(self.frame(message))
 
     def call(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send ``message`` with a new id; its ok map.
@@ -189,5 +199,8 @@ class SyncConnection:
                 self.on_pub(str(message.get("channel")), message.get("data"), now)
         elif push == "ping":
             self._send({"op": "pong"})
-        elif push == "disconnect":
-            self._disconnect = message
+        else:
+            if push == "disconnect":
+                self._disconnect = message
+            if self.on_push is not None:
+                self.on_push(message)

@@ -23,7 +23,9 @@ STAMP_SIZE = len(MAGIC) + _STAMP.size
 CHANNELS_PER_PUBLISHER = 1 << 16
 
 _pack = _STAMP.pack
-_unpack_from = _STAMP.unpack_from
+#: ``unpack_stamp(buf, pos)``: ``(run, stream, seq, intended)`` of the stamp whose
+#: magic ends at ``buf[pos]`` (the receivers' hot path calls it directly).
+unpack_stamp = _STAMP.unpack_from
 
 
 def stream_id(publisher: int, channel_number: int) -> int:
@@ -48,4 +50,10 @@ def read_stamp(data: object) -> tuple[int, int, int, float] | None:
     """``(run, stream, seq, intended)`` of a stamped payload, else None."""
     if type(data) is not bytes or len(data) < STAMP_SIZE or data[:2] != MAGIC:
         return None
-    return _unpack_from(data, 2)
+    return unpack_stamp(data, 2)
+
+
+def msgpack_mark(size: int) -> bytes:
+    """How a stamped payload of ``size`` (< 256) bytes starts inside a msgpack message:
+    its ``bin 8`` header and the magic, so a receiver finds the stamp without decoding."""
+    return b"\xc4" + bytes((max(size, STAMP_SIZE),)) + MAGIC

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubbub.loadtest.accounting.payload import MAGIC, STAMP_SIZE
-from hubbub.loadtest.accounting.payload import _unpack_from as _unpack_stamp
+from hubbub.loadtest.accounting.payload import MAGIC, STAMP_SIZE, unpack_stamp
 from hubbub.loadtest.accounting.sequences import (
     DUPLICATE,
     FILLED,
@@ -64,7 +63,7 @@ class Receiver:
         if type(data) is not bytes or len(data) < STAMP_SIZE or not data.startswith(MAGIC):
             self.stats.counts["unstamped"] += 1
             return
-        run, stream, seq, intended = _unpack_stamp(data, 2)
+        run, stream, seq, intended = unpack_stamp(data, 2)
         if run != self.run:
             self.stats.counts["foreign"] += 1
             return

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hubbub.client import ChannelEvent, Client, ClientError, ReplyError, Subscription
@@ -26,6 +26,19 @@ from hubbub.protocol.codes import ErrorCode
 
 #: Publish outcome: (ok, error code or reason, reply time).
 Done = Callable[[bool, str | None, float], None]
+
+
+async def timed_connect(connect: Awaitable[Any], intended: float, stats: WorkerStats) -> bool:
+    """Await a first connection and record it as request ``connect``, timed from
+    ``intended``; a failure is counted under its :func:`connect_reason`."""
+    try:
+        await connect
+    except Exception as exc:
+        stats.request("connect", None, ok=False)
+        stats.error(f"connect {connect_reason(exc)}")
+        return False
+    stats.request("connect", time.monotonic() - intended)
+    return True
 
 
 class FastSession(Listener):
@@ -59,14 +72,7 @@ class FastSession(Listener):
 
     async def connect(self, intended: float) -> bool:
         """The first connection, timed from ``intended``; False (counted) when it failed."""
-        try:
-            await self.lean.connect()
-        except Exception as exc:
-            self.stats.request("connect", None, ok=False)
-            self.stats.error(f"connect {connect_reason(exc)}")
-            return False
-        self.stats.request("connect", time.monotonic() - intended)
-        return True
+        return await timed_connect(self.lean.connect(), intended, self.stats)
 
     def publish(self, channel: str, data: Any, done: Done) -> None:
         def reply(message: dict[str, Any] | None, now: float) -> None:
@@ -173,13 +179,8 @@ class ClientSession:
 
     async def connect(self, intended: float) -> bool:
         """The first connection, timed from ``intended``; False (counted) when it failed."""
-        try:
-            await self.client.connect()
-        except Exception as exc:
-            self.stats.request("connect", None, ok=False)
-            self.stats.error(f"connect {connect_reason(exc)}")
+        if not await timed_connect(self.client.connect(), intended, self.stats):
             return False
-        self.stats.request("connect", time.monotonic() - intended)
         self.stats.connected += 1
         self._was_connected = True
         return True
