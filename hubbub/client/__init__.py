@@ -24,7 +24,7 @@ publications were lost and the app should reload.
 from __future__ import annotations
 
 from hubbub.client.client import Client, HistoryResult, backoff_delay
-from hubbub.client.errors import ClientError, Disconnected, ReplyError, ReplyTimeout
+from hubbub.client.exceptions import ClientError, Disconnected, ReplyError, ReplyTimeout
 from hubbub.client.subscription import ChannelEvent, Publication, Subscription
 from hubbub.protocol.messages import StreamPosition
 

@@ -8,7 +8,7 @@ sends ``connect`` again and re-subscribes every subscription with recovery.
 
 Commands issued while a reconnect is under way wait for it (within the
 timeout); commands in flight when a connection drops raise
-:class:`~client.errors.Disconnected` (a publish may or may not have happened).
+:class:`~hubbub.client.exceptions.Disconnected` (a publish may or may not have happened).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from hubbub.client.errors import NOT_CONNECTED, Disconnected, ReplyError, ReplyTimeout
+from hubbub.client.exceptions import NOT_CONNECTED, Disconnected, ReplyError, ReplyTimeout
 from hubbub.client.recovery import reported_position, subscribe_command
 from hubbub.client.subscription import ChannelEvent, Publication, Subscription
 from hubbub.client.transport import DEFAULT_MAX_FRAME, Transport, open_transport

@@ -13,7 +13,7 @@ A :class:`LeanSession` outlives its sockets: when one is lost it reconnects
 going round the hosts, and re-subscribes every channel with recovery from the
 last offset (:mod:`hubbub.client.recovery`). What happens on the way (errors,
 disconnects, recoveries, reconnect times) goes to a :class:`Listener`; the
-errors raised are the client's (:mod:`hubbub.client.errors`).
+errors raised are the client's (:mod:`hubbub.client.exceptions`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from hubbub.client.errors import (
+from hubbub.client.exceptions import (
     NOT_CONNECTED,
     Disconnected,
     ReplyError,

@@ -87,8 +87,8 @@ class Subscription:
     :attr:`dropped` (the client never stops reading the connection for one slow
     consumer). Join/leave/lag/reset go to ``on_event`` (called on the event
     loop, must not block). Iteration ends after :meth:`unsubscribe` or
-    ``Client.close()``, and raises :class:`~client.errors.Disconnected` (or the
-    :class:`~client.errors.ReplyError` of a failed re-subscribe) when the
+    ``Client.close()``, and raises :class:`~hubbub.client.exceptions.Disconnected` (or the
+    :class:`~hubbub.client.exceptions.ReplyError` of a failed re-subscribe) when the
     subscription is lost for good; queued publications are delivered first.
     """
 

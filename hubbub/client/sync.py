@@ -6,7 +6,7 @@ both. One reader thread dispatches replies (by id, to the waiting caller) and
 pushes (``pub`` to ``on_pub``; ``ping`` answered with ``pong``). Bytes go
 through the client's framing (:mod:`hubbub.client.wire`: TCP length prefix,
 or WebSocket with ``hubbub.v1.msgpack``); failures are the client's errors
-(:mod:`hubbub.client.errors`).
+(:mod:`hubbub.client.exceptions`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from hubbub.client.errors import NOT_CONNECTED, Disconnected, ReplyError, ReplyTimeout
+from hubbub.client.exceptions import NOT_CONNECTED, Disconnected, ReplyError, ReplyTimeout
 from hubbub.client.wire import Endpoint, Framing, WsFraming
 from hubbub.protocol.codec import encode_msgpack
 from hubbub.protocol.exceptions import ProtocolViolation

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from hubbub.client.errors import Disconnected, ReplyError
+from hubbub.client.exceptions import Disconnected, ReplyError
 from hubbub.protocol.codec import Encoding, decode, decode_json, encode
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import FrameDecoder, encode_frame

@@ -37,7 +37,7 @@ from typing import Any
 from locust import User
 from locust.env import Environment
 
-from hubbub.client.errors import ClientError
+from hubbub.client.exceptions import ClientError
 from hubbub.client.sync import SyncConnection
 from hubbub.loadtest.accounting.payload import make_payload, read_stamp, stream_id
 from hubbub.loadtest.accounting.sequences import DUPLICATE, GAP, SeqTracker

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hubbub.client.errors import Disconnected, ReplyError
+from hubbub.client.exceptions import Disconnected, ReplyError
 from hubbub.client.sync import SyncConnection
 from hubbub.loadtest.accounting.payload import make_payload, read_stamp
 from tests.procs import NodeProc

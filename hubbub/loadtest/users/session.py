@@ -5,7 +5,7 @@
 what it reports; :class:`ClientSession` wraps the friendly
 :class:`hubbub.client.Client`, which user scenarios also reach directly as
 ``self.client``. :class:`loadtest.users.user.User` calls only what is here.
-A failed command raises the client's own error (:mod:`hubbub.client.errors`);
+A failed command raises the client's own error (:mod:`hubbub.client.exceptions`);
 ``connect`` counts its failure and returns False.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hubbub.client import ChannelEvent, Client, ClientError, ReplyError, Subscription
-from hubbub.client.errors import NOT_CONNECTED, Disconnected, command_reason, connect_reason
+from hubbub.client.exceptions import NOT_CONNECTED, Disconnected, command_reason, connect_reason
 from hubbub.client.lean import LeanSession, Listener
 from hubbub.loadtest.accounting.receiver import Receiver
 from hubbub.loadtest.accounting.stats import WorkerStats

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubbub.client.errors import ClientError, command_reason
+from hubbub.client.exceptions import ClientError, command_reason
 from hubbub.loadtest.accounting.payload import make_payload, stream_id
 from hubbub.loadtest.accounting.sequences import PublishedStream
 from hubbub.loadtest.users.session import ClientSession, FastSession
