@@ -344,15 +344,59 @@ class ThroughputLevel:
     publish_per_publish: float
 
 
+async def _measure_level(
+    setup: Setup, pumpers: list[Pumper], level: int, measure: float
+) -> ThroughputLevel:
+    """Publishes/s and the CPU of each process over ``measure`` seconds at one level."""
+    assert setup.redis is not None
+    node, redis = setup.nodes[0], setup.redis
+    meters = {
+        "node": procstat.CpuMeter((node.pid,)),
+        "redis": procstat.CpuMeter((redis.pid,)),
+        "others": procstat.CpuMeter(tuple(n.pid for n in setup.nodes[1:])),
+        "gen": procstat.CpuMeter((os.getpid(),)),
+    }
+    calls0 = await command_calls(redis.port)
+    now = time.monotonic()
+    for m in meters.values():
+        m.start(now)
+    busy0 = procstat.machine_busy_seconds()
+    ok0, err0 = sum(p.ok for p in pumpers), sum(p.errors for p in pumpers)
+    await asyncio.sleep(measure)
+    ok1, err1 = sum(p.ok for p in pumpers), sum(p.errors for p in pumpers)
+    now = time.monotonic()
+    cpu = {k: m.stop(now)[0] for k, m in meters.items()}
+    wall = now - meters["node"].wall0
+    other = procstat.machine_busy_seconds() - busy0 - sum(cpu.values())
+    commands = _delta(await command_calls(redis.port), calls0)
+    done = ok1 - ok0
+    nan = float("nan")
+    return ThroughputLevel(
+        connections=level,
+        depth=DEPTH,
+        seconds=wall,
+        publishes_per_s=done / wall,
+        errors=err1 - err0,
+        node_cpu_pct=100.0 * cpu["node"] / wall,
+        redis_cpu_pct=100.0 * cpu["redis"] / wall,
+        other_nodes_cpu_pct=100.0 * cpu["others"] / wall,
+        generator_cpu_pct=100.0 * cpu["gen"] / wall,
+        other_cpu_pct=max(0.0, 100.0 * other / wall),
+        node_us_per_publish=cpu["node"] / done * 1e6 if done else nan,
+        redis_us_per_publish=cpu["redis"] / done * 1e6 if done else nan,
+        evalsha_per_publish=commands.get("evalsha", 0) / done if done else nan,
+        publish_per_publish=commands.get("publish", 0) / done if done else nan,
+    )
+
+
 async def run_throughput(
     setup: Setup, *, warm: float, measure: float, log: Any = print
 ) -> list[ThroughputLevel]:
     """Double the publisher connections to the setup's first node until publishes/s
     stops rising (two levels in a row not :data:`RISING` x the best)."""
     assert setup.redis is not None
-    node, redis = setup.nodes[0], setup.redis
     data = payload(0, 0, 0.0)
-    url = node.tcp_url
+    url = setup.nodes[0].tcp_url
     pumpers: list[Pumper] = []
     results: list[ThroughputLevel] = []
     best, stale = 0.0, 0
@@ -366,42 +410,7 @@ async def run_throughput(
                 pumper.start()
             pumpers += more
             await asyncio.sleep(warm)
-            meters = {
-                "node": procstat.CpuMeter((node.pid,)),
-                "redis": procstat.CpuMeter((redis.pid,)),
-                "others": procstat.CpuMeter(tuple(n.pid for n in setup.nodes[1:])),
-                "gen": procstat.CpuMeter((os.getpid(),)),
-            }
-            calls0 = await command_calls(redis.port)
-            now = time.monotonic()
-            for m in meters.values():
-                m.start(now)
-            busy0 = procstat.machine_busy_seconds()
-            ok0, err0 = sum(p.ok for p in pumpers), sum(p.errors for p in pumpers)
-            await asyncio.sleep(measure)
-            ok1, err1 = sum(p.ok for p in pumpers), sum(p.errors for p in pumpers)
-            now = time.monotonic()
-            cpu = {k: m.stop(now)[0] for k, m in meters.items()}
-            wall = now - meters["node"].wall0
-            other = procstat.machine_busy_seconds() - busy0 - sum(cpu.values())
-            commands = _delta(await command_calls(redis.port), calls0)
-            done = ok1 - ok0
-            result = ThroughputLevel(
-                connections=level,
-                depth=DEPTH,
-                seconds=wall,
-                publishes_per_s=done / wall,
-                errors=err1 - err0,
-                node_cpu_pct=100.0 * cpu["node"] / wall,
-                redis_cpu_pct=100.0 * cpu["redis"] / wall,
-                other_nodes_cpu_pct=100.0 * cpu["others"] / wall,
-                generator_cpu_pct=100.0 * cpu["gen"] / wall,
-                other_cpu_pct=max(0.0, 100.0 * other / wall),
-                node_us_per_publish=cpu["node"] / done * 1e6 if done else float("nan"),
-                redis_us_per_publish=cpu["redis"] / done * 1e6 if done else float("nan"),
-                evalsha_per_publish=commands.get("evalsha", 0) / done if done else float("nan"),
-                publish_per_publish=commands.get("publish", 0) / done if done else float("nan"),
-            )
+            result = await _measure_level(setup, pumpers, level, measure)
             results.append(result)
             log(
                 f"cluster: throughput, {level} connections: {result.publishes_per_s:,.0f} "
@@ -453,45 +462,10 @@ async def run_cluster(
     }
     try:
         for name, nodes, use_redis in SETUPS:
-            started = time.monotonic()
-            setup = await start_setup(name, nodes, use_redis)
-            setups.append(setup)
-            if setup.redis is not None:
-                out["redis_version"] = _field(
-                    await redis_info(setup.redis.port, "server"), "redis_version"
-                )
-                before = await command_calls(setup.redis.port)
-            await subscribe(setup, subscribers)
-            if setup.redis is not None:
-                # One SUBSCRIBE per node, however many of its clients subscribe.
-                out["subscribe_calls"][name] = _delta(
-                    await command_calls(setup.redis.port), before
-                ).get("subscribe", 0)
-            log(
-                f"cluster: {name}: {subscribers} WebSocket subscribers ready in "
-                f"{time.monotonic() - started:.1f} s"
-            )
-        run, disconnected = 0, False
+            setups.append(await _prepare(name, nodes, use_redis, subscribers, out, log))
         for rate in rates:
-            if disconnected:
+            if not await _run_rate_everywhere(setups, rate, warmup, measure, out, log):
                 break
-            for setup in setups:
-                run += 1
-                result = await run_rate(setup, run=run, rate=rate, warmup=warmup, measure=measure)
-                out["runs"].append(result)
-                log(
-                    f"cluster: {setup.name}, {subscribers} x {rate:g}/s: "
-                    f"{result.deliveries_per_s:,.0f} deliveries/s, loss {result.loss}, "
-                    f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, core 0 "
-                    f"{result.server_core_pct:.0f} %, other CPU {result.other_cpu_pct:.0f} %"
-                )
-                if result.disconnected:
-                    log(
-                        f"cluster: {setup.name}: {result.disconnected} subscribers were "
-                        "disconnected; no higher rate"
-                    )
-                    disconnected = True
-                await asyncio.sleep(0.5)
         for setup in setups[:-1]:
             await setup.stop()
         out["throughput"] = await run_throughput(
@@ -502,6 +476,58 @@ async def run_cluster(
             await setup.stop()
         await asyncio.sleep(0.1)
     return out
+
+
+async def _prepare(
+    name: str, nodes: int, use_redis: bool, subscribers: int, out: dict[str, Any], log: Any
+) -> Setup:
+    """Start one setup and subscribe; count the SUBSCRIBEs Redis saw meanwhile."""
+    started = time.monotonic()
+    setup = await start_setup(name, nodes, use_redis)
+    if setup.redis is not None:
+        out["redis_version"] = _field(await redis_info(setup.redis.port, "server"), "redis_version")
+        before = await command_calls(setup.redis.port)
+    await subscribe(setup, subscribers)
+    if setup.redis is not None:
+        # One SUBSCRIBE per node, however many of its clients subscribe.
+        out["subscribe_calls"][name] = _delta(await command_calls(setup.redis.port), before).get(
+            "subscribe", 0
+        )
+    log(
+        f"cluster: {name}: {subscribers} WebSocket subscribers ready in "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    return setup
+
+
+async def _run_rate_everywhere(
+    setups: list[Setup],
+    rate: float,
+    warmup: float,
+    measure: float,
+    out: dict[str, Any],
+    log: Any,
+) -> bool:
+    """One rate on every setup in turn; False when subscribers were disconnected."""
+    going_on = True
+    for setup in setups:
+        run = len(out["runs"]) + 1
+        result = await run_rate(setup, run=run, rate=rate, warmup=warmup, measure=measure)
+        out["runs"].append(result)
+        log(
+            f"cluster: {setup.name}, {result.subscribers} x {rate:g}/s: "
+            f"{result.deliveries_per_s:,.0f} deliveries/s, loss {result.loss}, "
+            f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, core 0 "
+            f"{result.server_core_pct:.0f} %, other CPU {result.other_cpu_pct:.0f} %"
+        )
+        if result.disconnected:
+            log(
+                f"cluster: {setup.name}: {result.disconnected} subscribers were "
+                "disconnected; no higher rate"
+            )
+            going_on = False
+        await asyncio.sleep(0.5)
+    return going_on
 
 
 def _field(info: str, name: str) -> str:

@@ -21,7 +21,8 @@ See docs/loadtest.md.
 
 from __future__ import annotations
 
+from hubbub.loadtest.exceptions import StopUser
 from hubbub.loadtest.users.schedule import between, constant, constant_rate, poisson
-from hubbub.loadtest.users.user import StopUser, User, task
+from hubbub.loadtest.users.user import User, task
 
 __all__ = ["StopUser", "User", "between", "constant", "constant_rate", "poisson", "task"]

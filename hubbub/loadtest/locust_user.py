@@ -41,13 +41,10 @@ from hubbub.client.exceptions import ClientError
 from hubbub.client.sync import SyncConnection
 from hubbub.loadtest.accounting.payload import make_payload, read_stamp, stream_id
 from hubbub.loadtest.accounting.sequences import DUPLICATE, GAP, SeqTracker
+from hubbub.loadtest.exceptions import SequenceError
 
 COMMAND = "HUBBUB"
 RECEIVE = "RECV"
-
-
-class SequenceError(Exception):
-    """Publications missing or repeated in one publisher's sequence."""
 
 
 class HubbubClient:

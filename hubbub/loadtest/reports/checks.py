@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hubbub.loadtest.exceptions import CheckError
+
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -43,10 +45,6 @@ _CHECK = re.compile(
     r"^\s*(?P<metric>[A-Za-z0-9_.:%\-\[\]]+?)\s*(?P<op><=|>=|==|!=|<|>)\s*"
     r"(?P<value>-?\d+(?:\.\d+)?)\s*(?P<unit>us|ms|s|%)?\s*$"
 )
-
-
-class CheckError(ValueError):
-    """A ``--check`` text that does not parse."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from hubbub.loadtest.accounting.aggregate import Aggregate
 from hubbub.loadtest.config import RunConfig
+from hubbub.loadtest.exceptions import RunFailed
 
 #: Seconds between the broadcast of the start time and the start itself.
 START_DELAY = 0.3
@@ -55,10 +56,6 @@ class WorkerProc:
         stdin = self.proc.stdin
         if stdin is not None and not stdin.is_closing():
             stdin.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
-
-
-class RunFailed(Exception):
-    """The run could not start or finish (a worker failed to load, died, ...)."""
 
 
 class Coordinator:

@@ -22,9 +22,10 @@ from typing import Any
 from hubbub.loadtest.accounting.sequences import StreamInfo, Tally, index_by_channel
 from hubbub.loadtest.accounting.stats import WorkerStats
 from hubbub.loadtest.config import RunConfig
+from hubbub.loadtest.exceptions import StopUser
 from hubbub.loadtest.scenarios import Scenario
 from hubbub.loadtest.users.schedule import Pacer, as_wait_time, spawn_time
-from hubbub.loadtest.users.user import StopUser, User, WorkerContext
+from hubbub.loadtest.users.user import User, WorkerContext
 
 log = logging.getLogger("hubbub.loadtest")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubbub.loadtest.config import RunConfig
+from hubbub.loadtest.exceptions import ScenarioError
 from hubbub.loadtest.users.user import User
 
 #: Built-in scenario name -> module (each defines ``SCENARIO``).
@@ -36,10 +37,6 @@ class Scenario:
     name: str
     description: str
     assign: Callable[[int, RunConfig], type[User]]
-
-
-class ScenarioError(Exception):
-    """The scenario cannot be loaded (unknown name, bad file, no User class)."""
 
 
 def weighted_order(weights: list[int]) -> list[int]:

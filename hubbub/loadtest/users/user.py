@@ -47,10 +47,6 @@ if TYPE_CHECKING:
     from hubbub.loadtest.config import RunConfig
 
 
-class StopUser(Exception):
-    """Raise in a task to end this user's task loop (its connection stays open)."""
-
-
 def task(weight: Any = 1) -> Any:
     """Mark a method as a task: ``@task`` or ``@task(3)`` (picked 3x as often)."""
 
