@@ -93,6 +93,11 @@ def _what_to_run(what: argparse._ArgumentGroup) -> None:
         help="task rate per publishing user, per second (scenario default)",
     )
     what.add_argument("--size", type=int, default=100, help="payload bytes per publication [100]")
+    _shape(what)
+
+
+def _shape(what: argparse._ArgumentGroup) -> None:
+    """How the scenario's users are laid out: publishers, channels, rooms, options."""
     what.add_argument(
         "--publishers",
         type=_positive_int,
