@@ -33,7 +33,12 @@ from hubbub.client.exceptions import (
     ReplyTimeout,
     connect_reason,
 )
-from hubbub.client.recovery import moves_on, reported_position, subscribe_command
+from hubbub.client.recovery import (
+    moves_on,
+    recovery_since,
+    reported_position,
+    subscribe_command,
+)
 from hubbub.client.wire import Endpoint, Framing
 from hubbub.protocol.backoff import backoff_delay
 from hubbub.protocol.codec import encode_msgpack
@@ -427,15 +432,21 @@ class LeanSession:
     ) -> None:
         listener = self.listener
         listener.subscribed(channel, now)
-        pubs = ok.get("publications") or ()
+        pubs = [p for p in ok.get("publications") or () if isinstance(p, dict)]
         if asked:
+            # Recovered up to the offset kept already arrived live (an empty
+            # position's recovery answers the whole history: recovery.py).
+            seen = sub.offset or 0
+            pubs = [
+                p for p in pubs if not (isinstance(p.get("offset"), int) and p["offset"] <= seen)
+            ]
             if ok.get("recovered") is False:
                 listener.recovery_refused()
             elif pubs:
                 listener.recovered(len(pubs))
         on_pub = self.on_pub
-        for pub in pubs:
-            if isinstance(pub, dict) and on_pub is not None:
+        if on_pub is not None:
+            for pub in pubs:
                 on_pub(channel, pub.get("data"), now)
         reported = reported_position(ok)
         if reported is not None:
@@ -535,7 +546,7 @@ class LeanSession:
             return False
         waits = []
         for channel, sub in self.subs.items():
-            since = sub.position()
+            since = recovery_since(sub.position())
             message = subscribe_command(channel, recover=True, since=since)
             waits.append((channel, sub, since is not None, self._call(wire, message)))
         for channel, sub, asked, future in waits:

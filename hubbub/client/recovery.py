@@ -31,6 +31,23 @@ def subscribe_command(
     return message
 
 
+#: The first character of an empty position's epoch (protocol-additions.md
+#: "History positions"): the channel had no history when it was read.
+EMPTY_EPOCH_MARK = "~"
+
+
+def recovery_since(kept: StreamPosition | None) -> StreamPosition | None:
+    """Where to recover from: the position kept; but when the live publications
+    were numbered on from an empty position without taking the real epoch (the
+    lean path reads no epoch per ``pub``: that is its hot path), the empty
+    position itself, offset 0: the server then answers the whole history, which
+    began after that read (protocol-additions.md), and what already arrived is
+    the overlap to skip."""
+    if kept is not None and kept.offset > 0 and kept.epoch.startswith(EMPTY_EPOCH_MARK):
+        return StreamPosition(0, kept.epoch)
+    return kept
+
+
 def reported_position(ok: dict[str, Any]) -> StreamPosition | None:
     """The position a subscribe or history reply reports (None on channels without history)."""
     offset, epoch = ok.get("offset"), ok.get("epoch")
