@@ -223,6 +223,8 @@ class RedisProc(_Stopped):
     port: int
     dir: str
     proc: subprocess.Popen[bytes] | None = None
+    #: More ``redis-server`` options (``--replicaof``, ``--cluster-enabled``, ...).
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -239,7 +241,7 @@ class RedisProc(_Stopped):
             raise RuntimeError("redis-server is not installed: run `make install`")
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "yes"],
+             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "yes", *self.args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=_guard if die_with_parent else None,
         )  # fmt: skip

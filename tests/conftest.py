@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.procs import NodeProc, RedisProc, start_node, start_redis
+from tests.redis_ha import ClusterGroup, SentinelGroup
 
 
 @pytest.fixture
@@ -50,3 +51,25 @@ def redis_factory() -> Iterator[Callable[[], RedisProc]]:
 @pytest.fixture
 def redis_server(redis_factory: Callable[[], RedisProc]) -> RedisProc:
     return redis_factory()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    """A Sentinel group (1 primary, 2 replicas, 3 sentinels) shared by the session."""
+    group = SentinelGroup()
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterGroup]:
+    """A Redis Cluster (3 primaries, 3 replicas) shared by the session."""
+    group = ClusterGroup()
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()

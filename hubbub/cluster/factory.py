@@ -6,13 +6,43 @@ from collections.abc import Sequence
 
 from hubbub.cluster.broker import Broker
 
+#: URL schemes of ``--redis`` / ``[broker] redis`` (docs/clustering.md).
+SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+
+def check_redis_urls(urls: Sequence[str]) -> None:
+    """Raise ``ValueError`` saying what is wrong with the broker URLs, if anything.
+
+    Each URL is a shard (plain or behind Sentinel); a ``redis+cluster://`` URL
+    is a whole Redis Cluster, which shards by itself, so it comes alone.
+    """
+    for url in urls:
+        if not url.startswith(SCHEMES):
+            raise ValueError(f"not a redis:// URL: {url!r}")
+        if url.startswith("redis+sentinel://"):
+            from hubbub.cluster.redis_sentinel import parse_sentinel_url
+
+            parse_sentinel_url(url)
+        elif url.startswith("redis+cluster://"):
+            from hubbub.cluster.redis_cluster import parse_cluster_url
+
+            parse_cluster_url(url)
+            if len(urls) > 1:
+                raise ValueError("a redis+cluster:// URL is a whole cluster: give it alone")
+
 
 def make_broker(redis_urls: Sequence[str], *, node_id: str) -> Broker:
-    """The in-memory engine without Redis URLs; the Redis engine with them."""
+    """The in-memory engine without Redis URLs; the Redis engine with them (the
+    Redis Cluster engine for a ``redis+cluster://`` URL)."""
     if not redis_urls:
         from hubbub.cluster.memory import MemoryBroker
 
         return MemoryBroker()
+    check_redis_urls(redis_urls)
+    if redis_urls[0].startswith("redis+cluster://"):
+        from hubbub.cluster.redis_cluster import ClusterBroker
+
+        return ClusterBroker(redis_urls[0], node_id=node_id)
     from hubbub.cluster.redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
 
     return RedisBroker(list(redis_urls), node_id=node_id)  # type: ignore[no-any-return,unused-ignore]

@@ -42,8 +42,8 @@ from hubbub.cluster.redis_layout import JOIN, LEAVE, Keys, decode, encode_event,
 from hubbub.cluster.redis_layout import publication as make_publication
 from hubbub.cluster.redis_nodes import NodeRegistry
 from hubbub.cluster.redis_presence import Presence
-from hubbub.cluster.redis_scripts import HISTORY, PUBLISH
-from hubbub.cluster.redis_shard import Shard
+from hubbub.cluster.redis_scripts import HISTORY, PUBLISH, Script
+from hubbub.cluster.redis_shard import Backend, Shard
 from hubbub.cluster.sharding import shard_of
 from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
@@ -60,16 +60,20 @@ class RedisBroker(Broker):
 
     #: Seconds :meth:`start` waits for the pub/sub connections before returning.
     start_timeout: float = 2.0
+    #: The key layout, the publish command and script (a Redis Cluster's differ).
+    keys_class: type[Keys] = Keys
+    publish_command: bytes = b"PUBLISH"
+    publish_script: Script = PUBLISH
 
     def __init__(self, urls: list[str], *, node_id: str, prefix: str = "hubbub") -> None:
         if not urls:
             raise ValueError("the Redis engine needs at least one URL")
         self.node_id = node_id or secrets.token_hex(4)
-        self.keys = Keys(prefix)
-        self.shards = [Shard(i, url, self.keys, node_id=self.node_id) for i, url in enumerate(urls)]
-        self.presence_store = Presence(self.keys, self.shard_for)
+        self.keys = self.keys_class(prefix)
+        self.shards = self._make_shards(urls)
+        self.presence_store = Presence(self.keys, self.backend_for)
         self.registry = NodeRegistry(
-            self.keys.nodes(), self.shards[0], self.node_id, self._node_info
+            self.keys.nodes(), self._registry_backend(), self.node_id, self._node_info
         )
         # Epochs are only ever used for a history that does not exist yet: a
         # per-process random prefix and a counter make each one new.
@@ -82,18 +86,28 @@ class RedisBroker(Broker):
 
     # -- lifecycle -------------------------------------------------------------
 
+    def _make_shards(self, urls: list[str]) -> list[Shard]:
+        return [Shard(i, url, self.keys, node_id=self.node_id) for i, url in enumerate(urls)]
+
+    def _registry_backend(self) -> Backend:
+        """Where the registry of live nodes is kept: the first shard."""
+        return self.shards[0]
+
     async def start(self, handler: BrokerHandler) -> None:
         if self._started:
             return
         self._started = True
-        await asyncio.gather(*(shard.start(handler) for shard in self.shards))
+        await self._start_backends(handler)
         await asyncio.gather(
             *(s.subscriber.wait_connected(self.start_timeout) for s in self.shards if s.up)
         )
         self.presence_store.heartbeat.start()
-        if self.shards[0].up:
+        if self.registry.backend.up:
             await self.registry.beat()
         self.registry.heartbeat.start()
+
+    async def _start_backends(self, handler: BrokerHandler) -> None:
+        await asyncio.gather(*(shard.start(handler) for shard in self.shards))
 
     async def close(self) -> None:
         if self._closed:
@@ -154,6 +168,11 @@ class RedisBroker(Broker):
             return shards[0]
         return shards[shard_of(channel, len(shards))]
 
+    def backend_for(self, channel: str) -> Backend:
+        """Where the commands of ``channel``'s keys go: its shard (on a Redis
+        Cluster, a route to whichever primary owns the slot now)."""
+        return self.shard_for(channel)
+
     def _new_epoch(self) -> str:
         return f"{self._epoch_prefix}{next(self._epochs):x}"
 
@@ -173,14 +192,14 @@ class RedisBroker(Broker):
         options: ChannelOptions,
         sender: ClientInfo | None = None,
     ) -> StreamPosition | None:
-        shard = self.shard_for(channel)
+        shard = self.backend_for(channel)
         envelope = encode_publication(data, sender)
         keys = self.keys
         if options.history_size <= 0:
-            await shard.call(b"PUBLISH", keys.pubsub(channel), envelope)
+            await shard.call(self.publish_command, keys.pubsub(channel), envelope)
             return None
         reply = await shard.eval(
-            PUBLISH,
+            self.publish_script,
             keys.history_keys(channel),
             (
                 keys.pubsub(channel),
@@ -193,13 +212,13 @@ class RedisBroker(Broker):
         return StreamPosition(reply[0], reply[1].decode())
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
-        await self.shard_for(channel).call(
-            b"PUBLISH", self.keys.pubsub(channel), encode_event(JOIN, info)
+        await self.backend_for(channel).call(
+            self.publish_command, self.keys.pubsub(channel), encode_event(JOIN, info)
         )
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
-        await self.shard_for(channel).call(
-            b"PUBLISH", self.keys.pubsub(channel), encode_event(LEAVE, info)
+        await self.backend_for(channel).call(
+            self.publish_command, self.keys.pubsub(channel), encode_event(LEAVE, info)
         )
 
     # -- history ---------------------------------------------------------------
@@ -235,7 +254,7 @@ class RedisBroker(Broker):
         since: StreamPosition | None,
         limit: int | None,
     ) -> tuple[bool, list[Publication], StreamPosition]:
-        reply = await self.shard_for(channel).eval(
+        reply = await self.backend_for(channel).eval(
             HISTORY,
             self.keys.history_keys(channel),
             (

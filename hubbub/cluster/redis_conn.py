@@ -35,19 +35,24 @@ def connection_factory(
     """A function making unconnected connections to ``url`` (redis://, rediss://, unix://)."""
     kwargs: dict[str, Any] = dict(parse_url(url))
     cls = kwargs.pop("connection_class", Connection)
-    kwargs.update(
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        client_name=client_name,
-        driver_info=None,  # no CLIENT SETINFO round trips (Redis < 7.2 refuses them anyway)
-        protocol=2,
-    )
+    kwargs.update(connection_options(client_name, socket_timeout))
 
     def make() -> AbstractConnection:
         conn: AbstractConnection = cls(**kwargs)
         return conn
 
     return make
+
+
+def connection_options(client_name: str, socket_timeout: float | None) -> dict[str, Any]:
+    """What every engine connection is opened with, whatever finds its address."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "client_name": client_name,
+        "driver_info": None,  # no CLIENT SETINFO round trips (Redis < 7.2 refuses them anyway)
+        "protocol": 2,
+    }
 
 
 async def connect(conn: AbstractConnection, timeout: float = 2 * CONNECT_TIMEOUT) -> None:
@@ -188,3 +193,36 @@ class Supervised:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+class Endpoint:
+    """Where one shard's connections go, and how the health check knows it is
+    the right server: a plain ``redis://`` URL is one address, PINGed.
+    :class:`~cluster.redis_sentinel.SentinelEndpoint` asks the sentinels for
+    the primary on every connect and checks its ``ROLE``.
+    """
+
+    #: The health check's command and :meth:`probe_ok` judges its reply.
+    probe: bytes = pack(b"PING")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def factory(self, client_name: str, socket_timeout: float | None = None) -> ConnectionFactory:
+        return connection_factory(self.url, client_name=client_name, socket_timeout=socket_timeout)
+
+    def probe_ok(self, reply: Any) -> str | None:
+        """None when the probe's reply says the server can take commands, else why not."""
+        return None if reply == b"PONG" else f"PING answered {reply!r}"
+
+    async def close(self) -> None:
+        """Release what finding the server holds (nothing for a plain URL)."""
+
+
+def endpoint(url: str) -> Endpoint:
+    """The endpoint of one shard URL, by scheme (``redis+sentinel://``: Sentinel)."""
+    if url.startswith("redis+sentinel://"):
+        from hubbub.cluster.redis_sentinel import SentinelEndpoint
+
+        return SentinelEndpoint(url)
+    return Endpoint(url)

@@ -63,9 +63,27 @@ class Keys:
     def pubsub(self, channel: str) -> bytes:
         return (self.pubsub_prefix + channel).encode()
 
+    def channel_of(self, pubsub: bytes) -> str:
+        """The channel whose pub/sub name is ``pubsub`` (the inverse of :meth:`pubsub`)."""
+        return pubsub[len(self.pubsub_prefix) :].decode()
+
     def history_keys(self, channel: str) -> tuple[str, str]:
         """The KEYS of the publish and history scripts: stream, meta."""
         return self.stream(channel), self.meta(channel)
+
+
+class SlotKeys(Keys):
+    """The layout on a Redis Cluster: the same keys, and a sharded pub/sub
+    channel ``hubbub:{<channel>}:ch`` with the channel's hash tag, so the
+    publish script's keys and its SPUBLISH are all in the channel's slot."""
+
+    __slots__ = ()
+
+    def pubsub(self, channel: str) -> bytes:
+        return f"{self.prefix}:{{{channel}}}:ch".encode()
+
+    def channel_of(self, pubsub: bytes) -> str:
+        return pubsub[len(self.prefix) + 2 : -4].decode()
 
 
 def encode_publication(data: Any, sender: ClientInfo | None) -> bytes:

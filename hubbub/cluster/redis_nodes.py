@@ -20,7 +20,7 @@ from hubbub.cluster.redis_scripts import PRESENCE_ADD, PRESENCE_GET
 from hubbub.protocol.codec import decode_msgpack, encode_msgpack
 
 if TYPE_CHECKING:
-    from hubbub.cluster.redis_shard import Shard
+    from hubbub.cluster.redis_shard import Backend
 
 
 class NodeRegistry:
@@ -32,10 +32,10 @@ class NodeRegistry:
     ttl_factor: int = 3
 
     def __init__(
-        self, key: str, shard: Shard, node_id: str, info: Callable[[], dict[str, Any]]
+        self, key: str, backend: Backend, node_id: str, info: Callable[[], dict[str, Any]]
     ) -> None:
         self._key = key
-        self._shard = shard
+        self.backend = backend
         self.node_id = node_id
         self._info = info
         self.started = time.time()
@@ -50,27 +50,27 @@ class NodeRegistry:
         entry = {"node": self.node_id, "started": self.started, "updated": time.time()}
         entry.update(self._info())
         try:
-            await self._shard.eval(
+            await self.backend.eval(
                 PRESENCE_ADD, (self._key,), (self.ttl_ms, self.node_id, encode_msgpack(entry))
             )
         except Exception as exc:
-            log.warning("node_heartbeat_failed", shard=self._shard.label, error=describe(exc))
+            log.warning("node_heartbeat_failed", shard=self.backend.label, error=describe(exc))
             return False
         return True
 
     async def leave(self) -> None:
         """Remove this node's entry (a clean shutdown); best effort."""
-        if not self._shard.up:
+        if not self.backend.up:
             return
         try:
             async with asyncio.timeout(1.0):
-                await self._shard.call(b"HDEL", self._key, self.node_id)
+                await self.backend.call(b"HDEL", self._key, self.node_id)
         except Exception as exc:
-            log.warning("node_leave_failed", shard=self._shard.label, error=describe(exc))
+            log.warning("node_leave_failed", shard=self.backend.label, error=describe(exc))
 
     async def nodes(self) -> list[dict[str, Any]]:
         """Every live node's last report, by node id."""
-        flat = await self._shard.eval(PRESENCE_GET, (self._key,), ())
+        flat = await self.backend.eval(PRESENCE_GET, (self._key,), ())
         return sorted(
             (decode_msgpack(flat[i + 1]) for i in range(0, len(flat), 2)),
             key=lambda entry: str(entry.get("node")),

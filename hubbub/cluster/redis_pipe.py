@@ -25,7 +25,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from hubbub.cluster.exceptions import BrokerUnavailable
-from hubbub.cluster.redis_conn import ConnectionFactory, Writer, close_quietly, connect
+from hubbub.cluster.redis_conn import ConnectionFactory, Writer, close_quietly, connect, pack
+
+_ASKING = pack(b"ASKING")
 
 
 class _Session:
@@ -72,12 +74,13 @@ class Pipe:
         self._closed = False
         self._closing: set[asyncio.Task[None]] = set()  # connections being dropped
 
-    async def call(self, command: bytes) -> Any:
+    async def call(self, command: bytes, *, asking: bool = False) -> Any:
         """Send one packed command and return its reply.
 
         Raises :class:`BrokerUnavailable` when the shard is down or the
         connection breaks before the reply; an error reply raises its
-        ``ResponseError``.
+        ``ResponseError``. With ``asking`` the command follows an ``ASKING`` in
+        the same write (a Redis Cluster ASK redirect; its ``OK`` is dropped).
         """
         if not self._is_up():
             raise BrokerUnavailable("redis unreachable")
@@ -88,6 +91,11 @@ class Pipe:
             raise BrokerUnavailable("too many commands waiting for redis")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if asking:
+            ok: asyncio.Future[Any] = loop.create_future()
+            ok.add_done_callback(_ignore)
+            session.pending.append((ok, loop.time()))
+            command = _ASKING + command
         session.pending.append((future, loop.time()))
         session.writer.send(command)
         return await future
@@ -191,3 +199,9 @@ class Pipe:
         if session is not None:
             self._fail(session, ConnectionError("pipe closed"))
             await close_quietly(session.conn)
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    """Retrieve the result nobody awaits (the ``OK`` of an ``ASKING``)."""
+    if not future.cancelled():
+        future.exception()

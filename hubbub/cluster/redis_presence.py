@@ -23,7 +23,7 @@ from hubbub.cluster.redis_layout import Keys, decode_presence, encode_presence
 from hubbub.cluster.redis_scripts import PRESENCE_ADD, PRESENCE_GET
 
 if TYPE_CHECKING:
-    from hubbub.cluster.redis_shard import Shard
+    from hubbub.cluster.redis_shard import Backend
 
 #: Entries per heartbeat script call (one call must not hold Redis for long).
 HEARTBEAT_BATCH = 200
@@ -37,7 +37,7 @@ class Presence:
     #: An entry lives this many heartbeats after its last refresh.
     ttl_factor: int = 3
 
-    def __init__(self, keys: Keys, shard_of: Callable[[str], Shard]) -> None:
+    def __init__(self, keys: Keys, shard_of: Callable[[str], Backend]) -> None:
         self._keys = keys
         self._shard_of = shard_of
         self.local: dict[tuple[str, str], bytes] = {}  # (channel, client) -> encoded value
@@ -67,7 +67,7 @@ class Presence:
     async def refresh(self) -> int:
         """One heartbeat: rewrite every local entry with a new expiry; returns
         how many were written (shards that are down are skipped)."""
-        by_shard: dict[Shard, list[tuple[str, str, bytes]]] = {}
+        by_shard: dict[Backend, list[tuple[str, str, bytes]]] = {}
         for (channel, client), value in self.local.items():
             by_shard.setdefault(self._shard_of(channel), []).append((channel, client, value))
         written = 0

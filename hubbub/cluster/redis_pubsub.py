@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
 
 from hubbub import log
 from hubbub.cluster.broker import BrokerHandler
@@ -45,7 +46,16 @@ RESUBSCRIBE_BATCH = 500
 
 
 class Subscriber:
-    """The pub/sub side of one shard."""
+    """The pub/sub side of one shard (classic pub/sub; the sharded pub/sub of a
+    Redis Cluster primary is :class:`~cluster.redis_spubsub.ShardedSubscriber`)."""
+
+    #: The commands and the kinds of push they are answered with.
+    SUBSCRIBE = b"SUBSCRIBE"
+    UNSUBSCRIBE = b"UNSUBSCRIBE"
+    SUBSCRIBED = b"subscribe"
+    MESSAGE = b"message"
+    #: Channels per SUBSCRIBE command when re-subscribing after a reconnect.
+    batch: int = RESUBSCRIBE_BATCH
 
     #: Seconds a subscribe waits for Redis to confirm before giving up (503).
     subscribe_timeout: float = 3.0
@@ -65,7 +75,6 @@ class Subscriber:
         self.name = name
         self._factory = factory
         self._keys = keys
-        self._prefix_len = len(keys.pubsub(""))
         self._is_up = is_up
         self.handler: BrokerHandler | None = None
         self.wanted: dict[str, bytes] = {}  # channel -> pub/sub name, from subscribe to unsubscribe
@@ -174,7 +183,7 @@ class Subscriber:
         self._lost.discard(channel)
         self.routes.pop(rch, None)
         if self._writer is not None:
-            self._writer.send(pack(b"UNSUBSCRIBE", rch))
+            self._writer.send(pack(self.UNSUBSCRIBE, rch))
 
     def _send_subscribe(self, channels: tuple[bytes, ...] | list[bytes]) -> None:
         writer = self._writer
@@ -183,7 +192,7 @@ class Subscriber:
         outstanding = self._outstanding
         for rch in channels:
             outstanding[rch] = outstanding.get(rch, 0) + 1
-        writer.send(pack(b"SUBSCRIBE", *channels))
+        writer.send(pack(self.SUBSCRIBE, *channels))
 
     def _confirmed(self, rch: bytes) -> None:
         """A ``subscribe`` reply: route the channel once its last SUBSCRIBE is confirmed."""
@@ -191,10 +200,10 @@ class Subscriber:
         if left > 0:
             self._outstanding[rch] = left
             return
-        channel = rch[self._prefix_len :].decode()
+        channel = self._keys.channel_of(rch)
         if self.wanted.get(channel) != rch:
             if self._writer is not None:  # unsubscribed meanwhile (or given up): undo
-                self._writer.send(pack(b"UNSUBSCRIBE", rch))
+                self._writer.send(pack(self.UNSUBSCRIBE, rch))
             return
         self.routes[rch] = channel
         for future in self._waiters.pop(channel, ()):
@@ -209,6 +218,9 @@ class Subscriber:
     async def _run(self) -> None:
         attempt = 0
         while True:
+            while not self._is_up():  # the health check wakes us when it is back
+                self._wake.clear()
+                await self._wake.wait()
             conn = self._factory()
             try:
                 await connect(conn)
@@ -244,8 +256,8 @@ class Subscriber:
         self._last_rx = asyncio.get_running_loop().time()
         self._ping_sent = None
         channels = list(self.wanted.values())
-        for i in range(0, len(channels), RESUBSCRIBE_BATCH):
-            self._send_subscribe(channels[i : i + RESUBSCRIBE_BATCH])
+        for i in range(0, len(channels), self.batch):
+            self._send_subscribe(channels[i : i + self.batch])
         self._attached.set()
 
     def _writer_done(self, conn: AbstractConnection, task: asyncio.Task[None]) -> None:
@@ -272,24 +284,39 @@ class Subscriber:
         await close_quietly(conn)
 
     async def _read(self, conn: AbstractConnection) -> None:
-        message = b"message"
+        message, subscribed = self.MESSAGE, self.SUBSCRIBED
         while True:
-            reply = await conn.read_response(timeout=math.inf)
+            try:
+                reply = await conn.read_response(timeout=math.inf)
+            except ResponseError as exc:
+                self._rx = True
+                self._error_reply(exc)
+                continue
             self._rx = True
             if type(reply) is list:
                 kind = reply[0]
                 if kind == message:
                     self._dispatch(reply[1], reply[2])
-                elif kind == b"subscribe":
+                elif kind == subscribed:
                     self._confirmed(reply[1])
                 elif kind == b"pong":
                     self._ping_sent = None
                     if self._settling and len(reply) > 1:
                         self._settled(reply[1])
+                else:
+                    self._other_push(reply)
             elif reply == b"PONG":  # a PING while subscribed to nothing
                 self._ping_sent = None
             elif self._settling and type(reply) is bytes:
                 self._settled(reply)  # PING <token> while subscribed to nothing
+
+    def _error_reply(self, exc: ResponseError) -> None:
+        """An error reply on the connection: unexpected here, so it is dropped
+        and reopened (the sharded subscriber handles ``MOVED``)."""
+        raise exc
+
+    def _other_push(self, reply: list[object]) -> None:
+        """A push the reader has no use for (``unsubscribe`` confirmations)."""
 
     def _settled(self, token: bytes) -> None:
         future = self._settling.pop(token, None)

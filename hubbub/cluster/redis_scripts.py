@@ -53,6 +53,11 @@ return {top, epoch}
 """,
 )
 
+#: The same on a Redis Cluster: SPUBLISH, so the message stays on the slot's shard.
+PUBLISH_SHARDED = Script(
+    "publish_sharded", PUBLISH.source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+)
+
 #: Read history; creates nothing (history exists from the first publication, a
 #: read of a channel without one answers the empty position, cluster.broker).
 #: KEYS: stream, meta. ARGV: the engine's instance name for empty epochs, history
@@ -152,3 +157,5 @@ return live
 )
 
 ALL = (PUBLISH, HISTORY, PRESENCE_ADD, PRESENCE_GET)
+#: Every script of a Redis Cluster.
+ALL_SHARDED = (PUBLISH_SHARDED, HISTORY, PRESENCE_ADD, PRESENCE_GET)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import (
@@ -32,11 +32,12 @@ from hubbub import log
 from hubbub.cluster.broker import BrokerHandler
 from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.redis_conn import (
+    Endpoint,
     Supervised,
     close_quietly,
     connect,
-    connection_factory,
     describe,
+    endpoint,
     pack,
     redact,
 )
@@ -45,13 +46,53 @@ from hubbub.cluster.redis_pipe import Pipe
 from hubbub.cluster.redis_pubsub import Subscriber
 from hubbub.cluster.redis_scripts import Script
 
-_PING = pack(b"PING")
 #: Error replies that mean "not now" (503), not a bug (500).
 _UNAVAILABLE = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
 
 
-class Shard:
-    """One Redis server of the node's broker."""
+class Backend(Protocol):
+    """Where the commands of some keys go, as presence, the node registry and
+    the engine use it: a :class:`Shard`, or a route to a Redis Cluster slot."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def up(self) -> bool: ...
+
+    async def call(self, *args: bytes | str | int) -> Any: ...
+
+    async def eval(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | bytes | int]
+    ) -> Any: ...
+
+
+class Commands:
+    """``call`` and ``eval`` on top of :meth:`execute` (a shard, or a route
+    that finds the shard of a Redis Cluster slot)."""
+
+    async def execute(self, command: bytes) -> Any:
+        raise NotImplementedError
+
+    async def call(self, *args: bytes | str | int) -> Any:
+        """Run one command; 503 when the shard is down or the reply is "not now"."""
+        return await self.execute(pack(*args))
+
+    async def eval(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | bytes | int]
+    ) -> Any:
+        """EVALSHA ``script``; on NOSCRIPT (a restarted Redis) EVAL it, which caches it again."""
+        try:
+            return await self.execute(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
+        except NoScriptError:
+            return await self.execute(pack(b"EVAL", script.source, len(keys), *keys, *args))
+
+
+class Shard(Commands):
+    """One Redis server of the node's broker (found through its :class:`Endpoint`)."""
+
+    #: The pub/sub side's class (sharded pub/sub on a Redis Cluster primary).
+    subscriber_class: type[Subscriber] = Subscriber
 
     #: Seconds between health checks.
     health_interval: float = 0.5
@@ -60,26 +101,27 @@ class Shard:
     #: Seconds a command may wait for its reply before the connection is broken.
     command_timeout: float = 2.0
 
-    def __init__(self, index: int, url: str, keys: Keys, *, node_id: str) -> None:
+    def __init__(self, index: int | str, url: str, keys: Keys, *, node_id: str) -> None:
         self.index = index
         self.url = url
         self.label = f"{index}:{redact(url)}"
         self.up = False
         self._down_reason = "not checked yet"
+        self.endpoint: Endpoint = endpoint(url)
         self.pipe = Pipe(
             f"redis-{index}",
-            connection_factory(url, client_name=f"hubbub-{node_id}-cmd"),
+            self.endpoint.factory(f"hubbub-{node_id}-cmd"),
             is_up=self._is_up,
             on_error=self._pipe_error,
         )
-        self.subscriber = Subscriber(
+        self.subscriber = self.subscriber_class(
             self.label,
-            connection_factory(url, client_name=f"hubbub-{node_id}-sub"),
+            self.endpoint.factory(f"hubbub-{node_id}-sub"),
             keys,
             is_up=self._is_up,
         )
-        self._health_factory = connection_factory(
-            url, client_name=f"hubbub-{node_id}-health", socket_timeout=self.health_timeout
+        self._health_factory = self.endpoint.factory(
+            f"hubbub-{node_id}-health", socket_timeout=self.health_timeout
         )
         self._health_conn: AbstractConnection | None = None
         self.health = Supervised(f"redis-{index}-health", self._health_loop)
@@ -108,31 +150,20 @@ class Shard:
         await self.pipe.close()
         conn, self._health_conn = self._health_conn, None
         await close_quietly(conn)
+        await self.endpoint.close()
 
     # -- commands --------------------------------------------------------------
 
-    async def call(self, *args: bytes | str | int) -> Any:
-        """Run one command; 503 when the shard is down or the reply is "not now"."""
-        return await self.execute(pack(*args))
-
-    async def execute(self, command: bytes) -> Any:
+    async def execute(self, command: bytes, *, asking: bool = False) -> Any:
+        """Run one packed command (after ``ASKING``: a Redis Cluster ASK redirect)."""
         try:
-            return await self.pipe.call(command)
+            return await self.pipe.call(command, asking=asking)
         except _UNAVAILABLE as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         except ResponseError as exc:
             if str(exc).startswith("BUSY"):
                 raise BrokerUnavailable(f"redis: {exc}") from exc
             raise
-
-    async def eval(
-        self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | bytes | int]
-    ) -> Any:
-        """EVALSHA ``script``; on NOSCRIPT (a restarted Redis) EVAL it, which caches it again."""
-        try:
-            return await self.execute(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
-        except NoScriptError:
-            return await self.execute(pack(b"EVAL", script.source, len(keys), *keys, *args))
 
     # -- health ----------------------------------------------------------------
 
@@ -146,7 +177,8 @@ class Shard:
             self.subscriber.check(now)
 
     async def check_health(self) -> bool:
-        """PING once within :attr:`health_timeout`; update :attr:`up`."""
+        """Probe once (PING, or ROLE: :class:`Endpoint`) within :attr:`health_timeout`;
+        update :attr:`up`."""
         ok = await self._ping()
         if ok and not self.up:
             self.up = True
@@ -164,10 +196,11 @@ class Shard:
                     conn = self._health_factory()
                     await connect(conn, self.health_timeout)
                     self._health_conn = conn
-                await conn.send_packed_command(_PING, check_health=False)
+                await conn.send_packed_command(self.endpoint.probe, check_health=False)
                 reply = await conn.read_response()
-            if reply != b"PONG":
-                raise ConnectionError(f"PING answered {reply!r}")
+            wrong = self.endpoint.probe_ok(reply)
+            if wrong is not None:
+                raise ConnectionError(wrong)
         except Exception as exc:  # refused, reset, timeout, LOADING, ...
             self._down_reason = describe(exc)
             self._health_conn = None

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubbub.cluster.factory import check_redis_urls
 from hubbub.protocol.channels import DEFAULT_NAMESPACE
 from hubbub.server.exceptions import ConfigError
 
@@ -255,9 +256,10 @@ def parse_address(value: str, where: str) -> tuple[str, int] | None:
 def validate(config: Config, where: str) -> Config:
     """Check values that types alone do not (ranges, choices, addresses)."""
     _validate_listeners(config.server, where)
-    for url in config.broker.redis:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{where}: [broker] redis: not a redis:// URL: {url!r}")
+    try:
+        check_redis_urls(config.broker.redis)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [broker] redis: {exc}") from None
     _validate_limits(config.limits, where)
     for name, ns in config.namespaces.items():
         _validate_namespace(name, ns, where)

@@ -1,0 +1,143 @@
+"""A shard behind Redis Sentinel: ``redis+sentinel://H1:P1,H2:P2/MASTER[/DB]``.
+
+The node never stores the primary's address: every connection it opens (the
+command pipe, the pub/sub connection, the health check) first asks the
+sentinels where the primary of ``MASTER`` is, with redis-py's
+:class:`~redis.asyncio.sentinel.Sentinel` (which skips a sentinel that is down
+and a primary the sentinels see as down), then connects there. A failover
+therefore looks to the engine like a Redis restart on a new address: the
+connections to the old primary break, the shard is down (503, ``/readyz``
+503) for as long as no sentinel names a reachable primary, and the health
+check's next success marks it up, wakes the pub/sub reader, which
+re-subscribes every channel and reports the gap (``lag``) as after any lost
+connection (:mod:`cluster.redis_pubsub`).
+
+The health check sends ``ROLE`` instead of ``PING``: a server that answers but
+is no longer the primary (a demoted primary that came back, a stale sentinel
+answer) counts as down, so nothing is written to a replica.
+
+URL: ``redis+sentinel://[[user]:password@]H1:P1[,H2:P2...]/MASTER[/DB]`` with the
+password of the Redis servers; ``?sentinel_password=...`` when the sentinels
+have their own (and ``?sentinel_username=...``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis.asyncio.connection import AbstractConnection, Connection
+from redis.asyncio.sentinel import Sentinel
+
+from hubbub.cluster.redis_conn import (
+    CONNECT_TIMEOUT,
+    ConnectionFactory,
+    Endpoint,
+    connection_options,
+    pack,
+)
+
+SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Parse ``redis+sentinel://[auth@]H1:P1,H2:P2/MASTER[/DB][?sentinel_password=...]``.
+
+    Raises ``ValueError`` with what is wrong.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != SCHEME:
+        raise ValueError(f"not a {SCHEME}:// URL: {url!r}")
+    auth, _, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if auth:
+        user, sep, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    sentinels = []
+    for item in hosts.split(","):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{SCHEME}: sentinel address is not HOST:PORT: {item!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError(f"{SCHEME}: the path must be /MASTER_NAME[/DB]: {url!r}")
+    if len(path) == 2 and not path[1].isdigit():
+        raise ValueError(f"{SCHEME}: the database must be a number: {path[1]!r}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return SentinelTarget(
+        sentinels=tuple(sentinels),
+        master=unquote(path[0]),
+        db=int(path[1]) if len(path) == 2 else 0,
+        username=username,
+        password=password,
+        sentinel_username=query.get("sentinel_username"),
+        sentinel_password=query.get("sentinel_password"),
+    )
+
+
+class PrimaryConnection(Connection):
+    """A connection whose address is the primary the sentinels name at connect time."""
+
+    def __init__(self, *, sentinel: Sentinel, master: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sentinel = sentinel
+        self._master = master
+
+    async def _connect(self) -> None:
+        # MasterNotFoundError (no sentinel answers, or none sees a primary up)
+        # fails the connect like a refused one: the shard stays down, 503.
+        self.host, self.port = await self._sentinel.discover_master(self._master)
+        await super()._connect()
+
+
+class SentinelEndpoint(Endpoint):
+    """The primary of one Sentinel-monitored master, found on every connect."""
+
+    probe = pack(b"ROLE")
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.target = target = parse_sentinel_url(url)
+        sentinel_options: dict[str, Any] = {
+            "socket_timeout": CONNECT_TIMEOUT,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+            "protocol": 2,
+            "driver_info": None,
+        }
+        self.sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
+
+    def factory(self, client_name: str, socket_timeout: float | None = None) -> ConnectionFactory:
+        target = self.target
+        kwargs = connection_options(client_name, socket_timeout)
+        kwargs.update(db=target.db, username=target.username, password=target.password)
+        sentinel = self.sentinel
+
+        def make() -> AbstractConnection:
+            return PrimaryConnection(sentinel=sentinel, master=target.master, **kwargs)
+
+        return make
+
+    def probe_ok(self, reply: Any) -> str | None:
+        role = reply[0] if isinstance(reply, list) and reply else reply
+        return None if role == b"master" else f"not the primary (ROLE {role!r})"
+
+    async def close(self) -> None:
+        await self.sentinel.aclose()
