@@ -197,6 +197,28 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """A primary as ``CLUSTER NODES`` shows it."""
+
+    id: str
+    port: int
+    slots: list[tuple[int, int]]
+
+
+def _cluster_tool(*args: str) -> None:
+    """``redis-cli --cluster ARGS --cluster-yes``; raises with its output on failure."""
+    out = subprocess.run(
+        ["redis-cli", "--cluster", *args, "--cluster-yes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"redis-cli --cluster {args[0]} failed:\n{out.stdout}{out.stderr}")
+
+
 @dataclass
 class ClusterGroup:
     """Three primaries and three replicas in one Redis Cluster."""
@@ -225,28 +247,68 @@ class ClusterGroup:
                 port=cluster_port(),
             )
             self.servers.append(server)
-        hosts = [f"127.0.0.1:{s.port}" for s in self.servers]
-        out = subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *hosts,
-                "--cluster-replicas",
-                "1",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        _cluster_tool(
+            "create", *(f"127.0.0.1:{s.port}" for s in self.servers), "--cluster-replicas", "1"
         )
-        if out.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed:\n{out.stdout}{out.stderr}")
         self.wait_ok()
 
     def primaries(self) -> list[RedisProc]:
         return [s for s in self.live() if command(s.port, "ROLE").split("\n")[0] == "master"]
+
+    def primary_nodes(self) -> list[ClusterNode]:
+        """The primaries that own slots, by port, from ``CLUSTER NODES`` of a live node."""
+        out = []
+        for line in command(self.live()[0].port, "CLUSTER", "NODES").splitlines():
+            row = line.split()
+            ranges = [r.partition("-") for r in row[8:] if not r.startswith("[")]
+            if "master" in row[2] and "fail" not in row[2] and ranges:
+                port = int(row[1].split("@")[0].rsplit(":", 1)[1])
+                slots = [(int(a), int(b or a)) for a, _, b in ranges]
+                out.append(ClusterNode(row[0], port, slots))
+        return sorted(out, key=lambda n: n.port)
+
+    def primary_ids(self) -> list[str]:
+        return [n.id for n in self.primary_nodes()]
+
+    def primary_ports(self) -> dict[str, int]:
+        """Node id → port of the primaries that own slots."""
+        return {n.id: n.port for n in self.primary_nodes()}
+
+    def first_slot(self, node_id: str) -> int:
+        """The lowest slot of a primary (the one ``reshard`` moves first)."""
+        return min(first for first, _ in self._node(node_id).slots)
+
+    def owner_of(self, slot: int) -> tuple[str, int]:
+        """(node id, port) of the primary that owns ``slot``."""
+        for node in self.primary_nodes():
+            if any(first <= slot <= last for first, last in node.slots):
+                return node.id, node.port
+        raise LookupError(f"no primary owns slot {slot}")
+
+    def _node(self, node_id: str) -> ClusterNode:
+        return next(n for n in self.primary_nodes() if n.id == node_id)
+
+    def reshard(self, source: str, target: str, slots: int) -> None:
+        """``redis-cli --cluster reshard``: move ``slots`` slots, keys and all."""
+        _cluster_tool(
+            "reshard",
+            f"127.0.0.1:{self.live()[0].port}",
+            "--cluster-from",
+            source,
+            "--cluster-to",
+            target,
+            "--cluster-slots",
+            str(slots),
+        )
+        self.wait_ok()
+
+    @staticmethod
+    def run(port: int, *args: str) -> str:
+        return command(port, *args)
+
+    def shard_channels(self, node_id: str) -> set[str]:
+        """The sharded pub/sub channels subscribed on one primary."""
+        return set(command(self._node(node_id).port, "PUBSUB", "SHARDCHANNELS").split())
 
     def live(self) -> list[RedisProc]:
         return [s for s in self.servers if s.proc is not None and s.proc.poll() is None]

@@ -33,7 +33,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError
@@ -48,6 +48,7 @@ from hubbub.cluster.redis_conn import (
     connection_factory,
     describe,
     pack,
+    split_hosts_url,
 )
 from hubbub.cluster.redis_layout import SlotKeys
 from hubbub.cluster.redis_scripts import PUBLISH_SHARDED
@@ -71,24 +72,10 @@ class ClusterTarget:
 
 def parse_cluster_url(url: str) -> ClusterTarget:
     """Parse ``redis+cluster://[[user]:password@]H1:P1[,H2:P2...]``; ``ValueError`` if bad."""
-    parts = urlsplit(url)
-    if parts.scheme != SCHEME:
-        raise ValueError(f"not a {SCHEME}:// URL: {url!r}")
-    auth, _, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if auth:
-        user, sep, secret = auth.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if sep else None
-    seeds = []
-    for item in hosts.split(","):
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{SCHEME}: node address is not HOST:PORT: {item!r}")
-        seeds.append((host.strip("[]"), int(port)))
-    if parts.path.strip("/"):
+    url_parts = split_hosts_url(url, SCHEME)
+    if url_parts.path:
         raise ValueError(f"{SCHEME}: a cluster has one database, no path: {url!r}")
-    return ClusterTarget(tuple(seeds), username, password)
+    return ClusterTarget(url_parts.hosts, url_parts.username, url_parts.password)
 
 
 @lru_cache(maxsize=65536)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
@@ -87,6 +88,43 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+@dataclass(frozen=True, slots=True)
+class HostsURL:
+    """A URL naming several servers: ``SCHEME://[[user]:password@]H1:P1,H2:P2/PATH?QUERY``."""
+
+    hosts: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    path: list[str]
+    query: dict[str, str]
+
+
+def split_hosts_url(url: str, scheme: str) -> HostsURL:
+    """Split a ``redis+sentinel://`` or ``redis+cluster://`` URL; ``ValueError`` if bad."""
+    parts = urlsplit(url)
+    if parts.scheme != scheme:
+        raise ValueError(f"not a {scheme}:// URL: {url!r}")
+    auth, _, netloc = parts.netloc.rpartition("@")
+    username = password = None
+    if auth:
+        user, sep, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    hosts = []
+    for item in netloc.split(","):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{scheme}: not HOST:PORT: {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    return HostsURL(
+        tuple(hosts),
+        username,
+        password,
+        [unquote(p) for p in parts.path.split("/") if p],
+        {k: v[-1] for k, v in parse_qs(parts.query).items()},
+    )
 
 
 def pack(*args: bytes | str | int) -> bytes:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel
@@ -36,6 +35,7 @@ from hubbub.cluster.redis_conn import (
     Endpoint,
     connection_options,
     pack,
+    split_hosts_url,
 )
 
 SCHEME = "redis+sentinel"
@@ -59,35 +59,20 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
 
     Raises ``ValueError`` with what is wrong.
     """
-    parts = urlsplit(url)
-    if parts.scheme != SCHEME:
-        raise ValueError(f"not a {SCHEME}:// URL: {url!r}")
-    auth, _, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if auth:
-        user, sep, secret = auth.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if sep else None
-    sentinels = []
-    for item in hosts.split(","):
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{SCHEME}: sentinel address is not HOST:PORT: {item!r}")
-        sentinels.append((host.strip("[]"), int(port)))
-    path = [p for p in parts.path.split("/") if p]
+    url_parts = split_hosts_url(url, SCHEME)
+    path = url_parts.path
     if not path or len(path) > 2:
         raise ValueError(f"{SCHEME}: the path must be /MASTER_NAME[/DB]: {url!r}")
     if len(path) == 2 and not path[1].isdigit():
         raise ValueError(f"{SCHEME}: the database must be a number: {path[1]!r}")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return SentinelTarget(
-        sentinels=tuple(sentinels),
-        master=unquote(path[0]),
+        sentinels=url_parts.hosts,
+        master=path[0],
         db=int(path[1]) if len(path) == 2 else 0,
-        username=username,
-        password=password,
-        sentinel_username=query.get("sentinel_username"),
-        sentinel_password=query.get("sentinel_password"),
+        username=url_parts.username,
+        password=url_parts.password,
+        sentinel_username=url_parts.query.get("sentinel_username"),
+        sentinel_password=url_parts.query.get("sentinel_password"),
     )
 
 

@@ -4,6 +4,7 @@ pub/sub, and what the URL may say."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -86,3 +87,52 @@ def test_cluster_url_and_factory() -> None:
     assert isinstance(make_broker(["redis+cluster://a:1"], node_id="n"), ClusterBroker)
     assert PUBLISH_SHARDED.source == PUBLISH.source.replace("'PUBLISH'", "'SPUBLISH'")
     assert "SPUBLISH" in PUBLISH_SHARDED.source
+
+
+async def test_a_slot_migrating_step_by_step(
+    broker: ClusterBroker, handler: RecordingHandler, redis_cluster: ClusterGroup
+) -> None:
+    """The steps of a reshard, one at a time: while the slot is migrating and
+    the channel's keys already left, commands follow ``ASK`` (history intact);
+    once the slot is handed over, the old primary drops the subscription
+    (``sunsubscribe``), the node subscribes on the new one and reports the
+    gap, and commands follow ``MOVED``."""
+    channel = f"chat:migrating-{uuid.uuid4().hex[:8]}"
+    slot = slot_of(channel)
+    await broker.subscribe(channel)
+    first = await broker.publish(channel, 1, options=HISTORY)
+    assert first is not None
+    source_id, source = redis_cluster.owner_of(slot)
+    target_id, target = next(
+        (i, p) for i, p in redis_cluster.primary_ports().items() if i != source_id
+    )
+    keys = SlotKeys()
+    names = [*keys.history_keys(channel)]
+    run = redis_cluster.run
+    assert run(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id) == "OK"
+    assert run(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id) == "OK"
+    assert run(source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *names) == "OK"
+
+    second = await broker.publish(channel, 2, options=HISTORY)  # ASK → ASKING + EVALSHA
+    assert second is not None and (second.offset, second.epoch) == (2, first.epoch)
+    recovery = await broker.recover(channel, first, options=HISTORY)
+    assert recovery.recovered and [p.data for p in recovery.publications] == [2]
+
+    for port in (target, source, *redis_cluster.primary_ports().values()):
+        run(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+    await handler.wait_for(1, kind="gaps")  # sunsubscribe → subscribed on the target
+    assert handler.gaps == [channel]
+    assert broker.shard_for(channel).url.endswith(f":{target}/0")
+    third = await broker.publish(channel, 3, options=HISTORY)
+    assert third is not None and third.offset == 3
+    await eventually_data(handler, 3)
+    # 2 was SPUBLISHed on the target while the node listened on the source: the
+    # gap its subscribers were told of, and recover from history.
+    assert [p.data for p in handler.publications] == [1, 3]
+    assert keys.pubsub(channel).decode() in redis_cluster.shard_channels(target_id)
+
+
+async def eventually_data(handler: RecordingHandler, data: object) -> None:
+    async with asyncio.timeout(5.0):
+        while data not in [p.data for p in handler.publications]:
+            await asyncio.sleep(0.01)
