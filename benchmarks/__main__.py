@@ -1,4 +1,6 @@
-"""``python -m benchmarks [fanout|idle|cluster] [--quick]``: run, print a table, save JSON.
+"""``python -m benchmarks [PART ...] [--quick]``: run, print a table, save JSON.
+
+Parts: fanout, idle, cluster, floor, rediscluster (all by default).
 
 The generator pins itself to core 1 and each server to core 0
 (BENCHMARKS.md; in the cluster part every node and redis-server share core 0),
@@ -22,10 +24,10 @@ from typing import Any
 
 import uvloop
 
-from benchmarks import cluster, fanout, floor, idle, launcher, procstat
+from benchmarks import cluster, fanout, floor, idle, launcher, procstat, rediscluster
 from benchmarks.report import render
 
-PARTS = ("fanout", "idle", "cluster", "floor")
+PARTS = ("fanout", "idle", "cluster", "floor", "rediscluster")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 Plan = tuple[int, tuple[float, ...], float, float, int]
@@ -36,12 +38,15 @@ QUICK: Plan = (1000, (50.0, 200.0), 1.0, 2.0, 2000)
 #: warm-up and measured window per rate as above.
 CLUSTER_FULL: tuple[tuple[float, ...], float, float] = ((50.0, 100.0), 0.5, 1.5)
 CLUSTER_QUICK: tuple[tuple[float, ...], float, float] = ((50.0, 100.0), 0.3, 0.7)
+#: Redis Cluster part: (warm-up s, measured s) of each setup's closed loop.
+REDISCLUSTER_FULL = (1.0, 3.0)
+REDISCLUSTER_QUICK = (0.5, 1.5)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "parts", nargs="*", metavar="PART", help="fanout, idle, cluster and/or floor [all]"
+        "parts", nargs="*", metavar="PART", help="fanout, idle, cluster, floor, rediscluster [all]"
     )
     parser.add_argument("--quick", action="store_true", help="a ~1 min smoke run")
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers [1000]")
@@ -100,6 +105,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             log=_log,
         )
         out["cluster"] = cluster.as_json(data)
+    if "rediscluster" in parts:
+        warm, window = REDISCLUSTER_QUICK if args.quick else REDISCLUSTER_FULL
+        data = await rediscluster.run_rediscluster(warm=warm, measure=window, log=_log)
+        out["rediscluster"] = rediscluster.as_json(data)
     return out
 
 

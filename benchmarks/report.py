@@ -49,6 +49,8 @@ def render(report: dict[str, Any]) -> str:
         lines += render_cluster(report["cluster"], verdicts)
     if report.get("floor"):
         lines += render_floor(report["floor"], report.get("fanout") or [])
+    if report.get("rediscluster"):
+        lines += render_rediscluster(report["rediscluster"], verdicts)
     if verdicts:
         lines += ["Targets:", *[f"  - {v}" for v in verdicts]]
     return "\n".join(lines)
@@ -386,3 +388,59 @@ def _throughput_verdict(levels: list[dict[str, Any]]) -> str:
         f"~{1e6 / redis_us:,.0f}/s, what ~{node_us / redis_us:.1f} nodes with a core each "
         "publish flat out"
     )
+
+
+_REDISCLUSTER_HEADER = [
+    "setup",
+    "pub/s",
+    "delivered/s",
+    "errors",
+    "nodes µs/pub",
+    "redis µs/pub",
+    "busiest redis µs/pub",
+    "nodes CPU %",
+    "redis CPU %",
+    "gen CPU %",
+    "other CPU %",
+    "PUBLISH/pub",
+    "SPUBLISH/pub",
+    "EVALSHA/pub",
+]
+
+
+def render_rediscluster(data: dict[str, Any], verdicts: list[str]) -> list[str]:
+    """One Redis vs a Redis Cluster under the same closed loop (benchmarks.rediscluster)."""
+    rows = [
+        [
+            r["setup"],
+            _num(r["publications_per_s"], ",.0f"),
+            _num(r["deliveries_per_s"], ",.0f"),
+            str(r["errors"]),
+            _num(r["nodes_us_per_publication"], ".1f"),
+            _num(r["redis_us_per_publication"], ".1f"),
+            _num(r["busiest_redis_us_per_publication"], ".1f"),
+            _num(r["nodes_cpu_pct"], ".0f"),
+            _num(r["redis_cpu_pct"], ".0f"),
+            _num(r["generator_cpu_pct"], ".0f"),
+            _num(r["other_cpu_pct"], ".0f"),
+            _per_pub(r["publish_per_publication"]),
+            _per_pub(r["spublish_per_publication"]),
+            _per_pub(r["evalsha_per_publication"]),
+        ]
+        for r in data.get("runs", [])
+    ]
+    lines = [
+        f"Redis Cluster: {data['nodes']} nodes, {data['channels']} channels over all slots, "
+        f"a subscriber per channel on each node, a publisher per channel ({data['depth']} in "
+        f"flight), closed loop; {data['pinning']} (2 cores shared by everything)",
+        *_table(_REDISCLUSTER_HEADER, rows),
+        "",
+    ]
+    for r in data.get("runs", []):
+        sent = r["publish_per_publication"] + r["spublish_per_publication"]
+        if sent == sent:  # not NaN
+            verdicts.append(
+                f"{r['setup']}: {sent:.2f} PUBLISH/SPUBLISH per publication "
+                f"({'met' if abs(sent - 1) < 0.01 else 'MISSED'}: must stay 1)"
+            )
+    return lines

@@ -16,8 +16,11 @@ channel, lives on the shard :func:`cluster.sharding.shard_of` picks (jump hash;
 the URL order must be the same on every node). Failure behaviour (503 while a
 shard is down, reconnects, gaps): :mod:`cluster.redis_shard` and
 :mod:`cluster.redis_pubsub`. Presence: :mod:`cluster.redis_presence`; the
-registry of live nodes (``GET /api/nodes``): :mod:`cluster.redis_nodes`. The
-whole story: ``docs/clustering.md``.
+registry of live nodes (``GET /api/nodes``): :mod:`cluster.redis_nodes`. A
+``redis+sentinel://`` URL is a shard whose primary is found through Sentinel
+(:mod:`cluster.redis_sentinel`); a ``redis+cluster://`` URL is a Redis Cluster
+with sharded pub/sub (:mod:`cluster.redis_cluster`, a subclass of this engine).
+The whole story: ``docs/clustering.md``.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from urllib.parse import quote
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError
 
-from hubbub.cluster import log
+from hubbub import log
 from hubbub.cluster.broker import BrokerHandler, BrokerUnavailable
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_conn import (
@@ -101,6 +101,11 @@ class ClusterShard(Shard):
     """One cluster primary: commands, health, sharded pub/sub."""
 
     subscriber_class = ShardedSubscriber
+
+    @property
+    def healthy(self) -> bool:
+        """Reachable, and the sharded pub/sub connection open if one is needed."""
+        return self.up and (self.subscriber.connected or not self.subscriber.needed)
 
     @property
     def sharded(self) -> ShardedSubscriber:

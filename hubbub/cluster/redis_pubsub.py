@@ -113,7 +113,15 @@ class Subscriber:
         """How many times the reader task ended and was restarted."""
         return self.reader.restarts
 
+    @property
+    def needed(self) -> bool:
+        """Whether the connection should be open now (classic pub/sub: always,
+        so a dead Redis is noticed; sharded: once a channel is wanted)."""
+        return True
+
     async def wait_connected(self, timeout: float) -> bool:
+        if not self.needed:
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await self._attached.wait()
@@ -218,7 +226,8 @@ class Subscriber:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            while not self._is_up():  # the health check wakes us when it is back
+            while not (self._is_up() and self.needed):  # the health check (or a
+                # first subscription) wakes us
                 self._wake.clear()
                 await self._wake.wait()
             conn = self._factory()

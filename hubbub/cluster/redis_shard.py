@@ -3,7 +3,9 @@
 A shard has three connections: the pipelined command connection
 (:class:`~cluster.redis_pipe.Pipe`), the pub/sub connection
 (:class:`~cluster.redis_pubsub.Subscriber`) and a small one for the health
-check. The health loop PINGs every :attr:`Shard.health_interval` seconds with
+check, all opened through the shard's :class:`~cluster.redis_conn.Endpoint` (one
+address, or the primary the sentinels name). The health loop probes (PING; ROLE
+behind Sentinel) every :attr:`Shard.health_interval` seconds with
 a :attr:`Shard.health_timeout` bound, so an unreachable Redis is known within
 about a second (``/readyz`` must say so within 2 s, PROTOCOL.md §6); while it
 is known down, commands and subscribes fail at once with 503 instead of

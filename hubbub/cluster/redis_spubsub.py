@@ -25,7 +25,7 @@ from typing import Any
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, ResponseError
 
-from hubbub.cluster import log
+from hubbub import log
 from hubbub.cluster.broker import BrokerUnavailable
 from hubbub.cluster.redis_pubsub import Subscriber
 
@@ -51,10 +51,23 @@ class ShardedSubscriber(Subscriber):
         #: Told which subscribed channels this primary let go (set by the engine).
         self.on_moved: Callable[[list[str]], None] = _nobody
 
+    @property
+    def needed(self) -> bool:
+        """Connected from the first subscribed channel on (one sharded pub/sub
+        connection per primary that owns subscribed slots)."""
+        return bool(self.wanted)
+
+    async def subscribe(self, channel: str) -> None:
+        if self.conn is None:
+            self.wake()  # the reader connects now that a channel is wanted
+        await super().subscribe(channel)
+
     def adopt(self, channel: str) -> None:
         """Subscribe ``channel`` here without waiting, as one that moved in: its
         subscribers get ``on_gap`` once the primary confirms."""
         rch = self._keys.pubsub(channel)
+        if self.conn is None:
+            self.wake()
         self.wanted[channel] = rch
         self._lost.add(channel)
         if rch not in self.routes:

@@ -221,11 +221,24 @@ def _convert(value: Any, hint: Any, where: str, text: bool = False) -> Any:
         return value
     if typing.get_origin(hint) is tuple:
         if text and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [v.strip() for v in _split_list(value) if v.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return tuple(value)
     raise AssertionError(f"unsupported config type {hint!r}")  # pragma: no cover
+
+
+#: A comma that starts another URL: ``redis+sentinel://h1:1,h2:2/m`` is one URL.
+_NEXT_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def _split_list(value: str) -> list[str]:
+    """A list given as text (environment, flags): comma-separated; when it holds
+    URLs, only a comma before the next URL's scheme separates (a URL's host
+    list has commas of its own)."""
+    if "://" not in value:
+        return value.split(",")
+    return _NEXT_URL.split(value)
 
 
 def _section(

@@ -66,6 +66,18 @@ async def test_keys_and_sharded_channel_share_the_channel_slot(
         assert mine <= names and not (names & {keys.pubsub(c).decode() for c in channels} - mine)
 
 
+async def test_a_sharded_pubsub_connection_per_primary_with_subscriptions(
+    broker: ClusterBroker,
+) -> None:
+    assert broker.healthy and len(broker.shards) == 3
+    assert not any(s.subscriber.connected for s in broker.shards)  # nothing subscribed yet
+    channel = f"chat:lazy-{uuid.uuid4().hex[:8]}"
+    await broker.subscribe(channel)
+    owner = broker.shard_for(channel)
+    assert [s.subscriber.connected for s in broker.shards] == [s is owner for s in broker.shards]
+    assert broker.healthy
+
+
 def _served_by(broker: ClusterBroker, channel: str, port: int) -> bool:
     return broker.shard_for(channel).url.endswith(f":{port}/0")
 

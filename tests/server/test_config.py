@@ -110,6 +110,19 @@ redis = ["redis://file:6379/0"]
     assert flagged.broker.redis == ("redis://flag:1/0",)
 
 
+def test_sentinel_and_cluster_urls_are_one_url_each(tmp_path: Path) -> None:
+    """Their host lists have commas: in the environment only a comma before the
+    next URL's scheme separates two URLs (docs/clustering.md)."""
+    sentinel = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/main/2"
+    env = {"HUBBUB_REDIS": f"{sentinel}, redis://shard-b:6379/0"}
+    assert load(None, env, {}).broker.redis == (sentinel, "redis://shard-b:6379/0")
+    cluster = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+    assert load(None, {"HUBBUB_REDIS": cluster}, {}).broker.redis == (cluster,)
+    for bad in (f"{cluster},redis://other:6379/0", "redis+sentinel://h:1", "redis+cluster://h"):
+        with pytest.raises(ConfigError, match=r"\[broker\] redis"):
+            load(None, {"HUBBUB_REDIS": bad}, {})
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[limits]\nmax_subscriptions = 7\n")
     assert load(None, {"HUBBUB_CONFIG": path}).limits.max_subscriptions == 7
