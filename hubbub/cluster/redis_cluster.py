@@ -39,7 +39,8 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError
 
 from hubbub import log
-from hubbub.cluster.broker import BrokerHandler, BrokerUnavailable
+from hubbub.cluster.broker import BrokerHandler
+from hubbub.cluster.exceptions import BrokerUnavailable, SlotMoved
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_conn import (
     Supervised,
@@ -53,7 +54,7 @@ from hubbub.cluster.redis_conn import (
 from hubbub.cluster.redis_layout import SlotKeys
 from hubbub.cluster.redis_scripts import PUBLISH_SHARDED
 from hubbub.cluster.redis_shard import Commands, Shard
-from hubbub.cluster.redis_spubsub import ShardedSubscriber, SlotMoved
+from hubbub.cluster.redis_spubsub import ShardedSubscriber
 
 SCHEME = "redis+cluster"
 SLOTS = REDIS_CLUSTER_HASH_SLOTS

@@ -26,15 +26,8 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, ResponseError
 
 from hubbub import log
-from hubbub.cluster.broker import BrokerUnavailable
+from hubbub.cluster.exceptions import SlotMoved
 from hubbub.cluster.redis_pubsub import Subscriber
-
-
-class SlotMoved(BrokerUnavailable):
-    """The channel's slot is not (or no longer) served by this primary."""
-
-    def __init__(self) -> None:
-        super().__init__("redis cluster: the channel's slot moved")
 
 
 class ShardedSubscriber(Subscriber):
