@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from hubbub.cluster.broker import Broker
 from hubbub.cluster.factory import check_redis_urls, make_broker
 from hubbub.cluster.redis_cluster import ClusterBroker, ClusterTarget, parse_cluster_url, slot_of
 from hubbub.cluster.redis_layout import SlotKeys
@@ -31,7 +32,10 @@ async def broker(
 
 
 class TestClusterContract(BrokerContract):
-    pass
+    async def stored(self, broker: Broker, channel: str) -> bool:
+        assert isinstance(broker, ClusterBroker)
+        keys = broker.keys.history_keys(channel)  # one slot: one EXISTS
+        return bool(await broker.backend_for(channel).call(b"EXISTS", *keys))
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from hubbub.cluster.broker import Broker
 from hubbub.cluster.factory import check_redis_urls
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_sentinel import SentinelTarget, parse_sentinel_url
@@ -26,7 +27,10 @@ async def broker(
 
 
 class TestSentinelContract(BrokerContract):
-    pass
+    async def stored(self, broker: Broker, channel: str) -> bool:
+        assert isinstance(broker, RedisBroker)
+        keys = broker.keys.history_keys(channel)  # one slot: one EXISTS
+        return bool(await broker.backend_for(channel).call(b"EXISTS", *keys))
 
 
 @pytest.fixture
