@@ -11,8 +11,10 @@ The reader task runs forever under :class:`~cluster.redis_conn.Supervised`: a
 lost connection is reopened with capped exponential backoff plus jitter (cut
 short when the shard's health check sees Redis again), every channel that still
 has local subscribers is SUBSCRIBEd again, and each of those gets
-``on_gap`` once confirmed, since publications may have been missed meanwhile.
-While connected, consecutive offsets are checked per channel (offset + epoch
+``on_gap`` once confirmed, since publications may have been missed meanwhile
+(held back until the health check sees the shard up, so that the recovery the
+gap starts is not refused: behind Sentinel the reader may reach the new
+primary first). While connected, consecutive offsets are checked per channel (offset + epoch
 of the last publication seen) and a jump is reported with ``on_gap`` too.
 """
 
@@ -82,6 +84,7 @@ class Subscriber:
         self._outstanding: dict[bytes, int] = {}  # SUBSCRIBEs sent, not yet confirmed
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._lost: set[str] = set()  # routed when a connection was lost: gap once re-confirmed
+        self._held_gaps: set[str] = set()  # gaps found while the shard was down: told when up
         self._last: dict[str, tuple[int, str | None]] = {}  # offset, epoch of the last one
         self.conn: AbstractConnection | None = None
         self._writer: Writer | None = None
@@ -130,8 +133,14 @@ class Subscriber:
         return True
 
     def wake(self) -> None:
-        """Reconnect now if waiting to (Redis was seen again)."""
+        """Reconnect now if waiting to (Redis was seen again), and report the
+        gaps held back while the shard was down."""
         self._wake.set()
+        if self._held_gaps and self._is_up():
+            held, self._held_gaps = self._held_gaps, set()
+            for channel in held:
+                if channel in self.wanted:
+                    self._gap(channel)
 
     async def close(self) -> None:
         await self.reader.stop()
@@ -226,8 +235,7 @@ class Subscriber:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            while not (self._is_up() and self.needed):  # the health check (or a
-                # first subscription) wakes us
+            while not self.needed:  # a first subscription wakes us
                 self._wake.clear()
                 await self._wake.wait()
             conn = self._factory()
@@ -286,7 +294,8 @@ class Subscriber:
             if self._writer is not None:
                 self._writer.stop()
                 self._writer = None
-            self._lost.update(self.routes.values())
+            self._lost.update(self.routes.values())  # held gaps included: told once re-confirmed
+            self._held_gaps.clear()
             self.routes.clear()
             self._outstanding.clear()
             self._last.clear()
@@ -384,6 +393,12 @@ class Subscriber:
     def _gap(self, channel: str) -> None:
         handler = self.handler
         if handler is None:
+            return
+        if not self._is_up():
+            # Re-subscribed before the health check saw Redis again: subscribers
+            # told now would recover from a history the node still refuses (503),
+            # so they are told once the shard is up (:meth:`wake`).
+            self._held_gaps.add(channel)
             return
         try:
             handler.on_gap(channel)
