@@ -44,9 +44,10 @@ from typing import Any
 
 from benchmarks import procstat
 from benchmarks.cluster import CONFIG, Pumper, _delta, command_calls, pin_threads
+from benchmarks.fanout import open_sessions
 from benchmarks.launcher import NodeProc, RedisProc, start_node, start_redis
-from benchmarks.leanclient import LeanConn, TcpConn, open_many
 from benchmarks.publisher import payload
+from hubbub.client.lean import LeanSession
 
 NODES = 3
 PRIMARIES = 3
@@ -56,12 +57,13 @@ CHANNELS = 48
 DEPTH = 8
 
 
-class Counter(TcpConn):
-    """A lean TCP subscriber counting the publications it receives."""
+class Counter:
+    """Publications received by every subscriber session of the run."""
 
     deliveries = 0
 
-    def on_pub(self, data: Any, now: float) -> None:
+    @staticmethod
+    def on_pub(channel: str, data: Any, now: float) -> None:
         Counter.deliveries += 1
 
 
@@ -163,7 +165,7 @@ async def run_setup(
 ) -> HaRun:
     """Start the nodes on ``url``, subscribe, pump, measure; stop the nodes."""
     nodes: list[NodeProc] = []
-    conns: list[LeanConn] = []
+    sessions: list[LeanSession] = []
     try:
         nodes += await asyncio.gather(
             *(
@@ -174,17 +176,21 @@ async def run_setup(
         for pid in (*(n.pid for n in nodes), *(r.pid for r in redis)):
             pin_threads(pid, procstat.SERVER_CORE)
         channels = channel_names()
-        for node in nodes:
-            host, port = node.address("tcp")
-            for channel in channels:
-                conns += await open_many(lambda c=channel: Counter(c), host, port, 1)
+        subscribers = [
+            LeanSession([node.tcp_url], reconnect=False, name="bench", on_pub=Counter.on_pub)
+            for node in nodes
+            for _ in channels
+        ]
+        sessions += subscribers
+        for i, session in enumerate(subscribers):  # node by node, a channel each
+            await open_sessions([session], channel=channels[i % len(channels)])
         data = payload(0, 0, 0.0)
-        pumpers: list[Pumper] = []
-        for i, channel in enumerate(channels):
-            host, port = nodes[i % NODES].address("tcp")
-            made = await open_many(lambda c=channel: Pumper(c, DEPTH, data), host, port, 1)
-            pumpers += made  # type: ignore[arg-type]
-        conns += pumpers
+        pumpers = [
+            Pumper(nodes[i % NODES].tcp_url, channel, DEPTH, data)
+            for i, channel in enumerate(channels)
+        ]
+        sessions += [p.session for p in pumpers]
+        await open_sessions([p.session for p in pumpers])
         # Commands are counted from before the first publication to after the
         # last reply, so they divide by exactly the publications made.
         calls0 = [await command_calls(r.port) for r in redis]
@@ -220,8 +226,8 @@ async def run_setup(
             for key, value in _delta(await command_calls(server.port), before).items():
                 commands[key] = commands.get(key, 0) + value
     finally:
-        for conn in conns:
-            conn.close()
+        for session in sessions:
+            await session.close()
         for node in nodes:
             node.stop()
     done = ok1 - ok0
