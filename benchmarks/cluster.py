@@ -222,7 +222,7 @@ async def run_rate(
             calls0.update(await command_calls(redis_port))
 
     publisher = await start_window(
-        setup.nodes[0].address("tcp"), CHANNEL, subs, window, on_ready=count_calls
+        setup.nodes[0].address("tcp"), [CHANNEL], subs, window, on_ready=count_calls
     )
     try:
         gen = procstat.CpuMeter((os.getpid(), publisher.pid))
@@ -249,7 +249,7 @@ async def run_rate(
         await publisher.kill()
     figures = delivery_figures(
         subs,
-        window.ledger(CHANNEL),
+        window.ledger([CHANNEL]),
         rate=rate,
         deliveries=deliveries,
         wall=wall,

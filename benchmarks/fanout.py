@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks import procstat
 from benchmarks.launcher import BENCH_CONFIG, NodeProc, start_node
-from benchmarks.publisher import PAYLOAD_SIZE, STREAM, Publisher, measured_run
+from benchmarks.publisher import PAYLOAD_SIZE, Publisher, measured_run
 from hubbub.client.lean import LeanSession
 from hubbub.loadtest.accounting.hist import summary
 from hubbub.loadtest.accounting.payload import msgpack_mark
@@ -107,12 +107,13 @@ class Subscribers:
     def disconnected(self) -> int:
         return sum(1 for s in self.subs if s.closed)
 
-    def tally(self, info: StreamInfo) -> Tally:
+    def tally(self, streams: dict[int, StreamInfo]) -> Tally:
         """Expected, delivered, lost, duplicated: every subscriber against the ledger."""
         tally = Tally()
+        by_channel = {info.channel: [stream] for stream, info in streams.items()}
         for sub in self.subs:
             if sub.receiver is not None:
-                sub.receiver.account({STREAM: info}, {info.channel: [STREAM]}, tally)
+                sub.receiver.account(streams, by_channel, tally)
         return tally
 
     async def open(self, url: str, channel: str, count: int, *, timeout: float = 60.0) -> None:
@@ -202,7 +203,7 @@ async def await_deliveries(
 
 def delivery_figures(
     subs: Subscribers,
-    info: StreamInfo,
+    streams: dict[int, StreamInfo],
     *,
     rate: float,
     deliveries: int,
@@ -213,7 +214,7 @@ def delivery_figures(
 ) -> dict[str, Any]:
     """The figures every fan-out run reports, single node or cluster: loss,
     latency percentiles from the intended send time, CPU per delivery."""
-    tally = subs.tally(info)
+    tally = subs.tally(streams)
     subs.group.flush()
     latency = summary(subs.group.hist)
     nan = float("nan")
@@ -221,7 +222,7 @@ def delivery_figures(
         "subscribers": len(subs.subs),
         "rate": rate,
         "offered": rate * len(subs.subs),
-        "seconds": info.last / rate,
+        "seconds": sum(info.last for info in streams.values()) / rate,
         "expected": tally.expected,
         "received": tally.delivered,
         "loss": tally.lost,
@@ -260,14 +261,24 @@ class Window:
     def end(self) -> float:
         return self.start + self.measure_count / self.rate
 
-    def ledger(self, channel: str) -> StreamInfo:
-        """The publisher's side: measured numbers 1..N, the first due at :attr:`start`."""
-        return StreamInfo(channel, self.start, self.measure_count)
+    def ledger(self, channels: list[str]) -> dict[int, StreamInfo]:
+        """The publisher's side (:func:`benchmarks.publisher.slots`): stream k + 1
+        is channel k, its measured numbers 1..N, the first due ``k / rate`` after
+        :attr:`start`."""
+        n = len(channels)
+        return {
+            k + 1: StreamInfo(
+                name,
+                self.start + k / self.rate,
+                self.measure_count // n + (1 if k < self.measure_count % n else 0),
+            )
+            for k, name in enumerate(channels)
+        }
 
 
 async def start_window(
     address: tuple[str, int],
-    channel: str,
+    channels: list[str],
     subs: Subscribers,
     window: Window,
     on_ready: Callable[[], Awaitable[None]] | None = None,
@@ -276,7 +287,7 @@ async def start_window(
     subs.reset(window.run)
     publisher = await Publisher.start(
         address,
-        channel,
+        ",".join(channels),
         window.rate,
         window.warm_count,
         window.measure_count,
@@ -302,10 +313,16 @@ async def run_rate(
     warmup: float,
     measure: float,
     drain: float = 3.0,
+    channels: list[str] | None = None,
+    extra_pids: tuple[int, ...] = (),
 ) -> FanoutResult:
-    """One rate: warm up, measure, wait for the last deliveries, compute."""
+    """One rate: warm up, measure, wait for the last deliveries, compute.
+    ``channels``: where the publisher spreads its publications (round robin)
+    [the one fan-out channel]; ``extra_pids`` count as server (its Redis)."""
+    names = channels or [CHANNEL]
     window = Window(run, rate, int(warmup * rate), int(measure * rate))
-    publisher = await start_window(server.address("tcp"), CHANNEL, subs, window)
+    publisher = await start_window(server.address("tcp"), names, subs, window)
+    servers = (server.pid, *extra_pids)
     try:
         gen = procstat.CpuMeter((os.getpid(), publisher.pid))
         own = procstat.CpuMeter((os.getpid(),))
@@ -314,12 +331,12 @@ async def run_rate(
         for m in (gen, own):
             m.start(now)
         busy0 = procstat.machine_busy_seconds()
-        srv_user0, srv_sys0 = procstat.cpu_times(server.pid)
+        srv_user0, srv_sys0 = _cpu_times(servers)
         total0 = subs.total
         expected = window.measure_count * len(subs.subs)
         await await_deliveries(subs, window.end, expected, drain)
         now = time.monotonic()
-        srv_user1, srv_sys1 = procstat.cpu_times(server.pid)
+        srv_user1, srv_sys1 = _cpu_times(servers)
         gen_cpu, wall = gen.stop(now)
         own_cpu, _ = own.stop(now)
         server_user, server_sys = srv_user1 - srv_user0, srv_sys1 - srv_sys0
@@ -333,7 +350,7 @@ async def run_rate(
     return FanoutResult(
         **delivery_figures(
             subs,
-            window.ledger(CHANNEL),
+            window.ledger(names),
             rate=rate,
             deliveries=deliveries,
             wall=wall,
@@ -346,6 +363,12 @@ async def run_rate(
         publisher=results,
         server_rss_kb=procstat.rss_kb(server.pid),
     )
+
+
+def _cpu_times(pids: tuple[int, ...]) -> tuple[float, float]:
+    """(user, system) CPU seconds of every process in ``pids``, added up."""
+    times = [procstat.cpu_times(pid) for pid in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 async def run_fanout(

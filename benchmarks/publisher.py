@@ -13,6 +13,10 @@ receivers' event loop; it shares their core. The connection is the client
 core's blocking one (:class:`hubbub.client.sync.SyncConnection`); the
 publications are framed before the first is due.
 
+``CHANNEL`` may name several channels, comma-separated: slot ``i`` then goes
+to channel ``i % n`` as stream ``i % n + 1``, each stream numbered from 1 (the
+chat workload: publications spread over the rooms from one connection).
+
 Protocol with the parent, one line each: the child prints ``ready`` once
 connected, reads ``t0`` from stdin, publishes, prints one JSON object of
 results (``sent``, ``max_late_ms``, ``late_1ms``, ``errors``), and exits when
@@ -34,7 +38,7 @@ from hubbub.client.sync import SyncConnection
 from hubbub.loadtest.accounting.payload import make_payload
 
 PAYLOAD_SIZE = 100
-#: The one stream a benchmark publisher writes.
+#: The stream of a one-channel publisher (channel k of several is stream k + 1).
 STREAM = 1
 
 
@@ -48,9 +52,18 @@ def measured_run(run: int) -> int:
     return 2 * run + 1
 
 
-def payload(run: int, seq: int, intended: float) -> bytes:
+def payload(run: int, seq: int, intended: float, stream: int = STREAM) -> bytes:
     """A 100-byte publication body carrying its stamp."""
-    return make_payload(run, STREAM, seq, intended, PAYLOAD_SIZE)
+    return make_payload(run, stream, seq, intended, PAYLOAD_SIZE)
+
+
+def slots(run_id: int, warmup: int, measured: int, channels: int) -> list[tuple[int, int, int]]:
+    """``(stamp run, stream, seq)`` of every slot in order: the warm-up's, then the
+    measured ones, each phase numbering every stream from 1."""
+    out = []
+    for run, count in ((warmup_run(run_id), warmup), (measured_run(run_id), measured)):
+        out += [(run, i % channels + 1, i // channels + 1) for i in range(count)]
+    return out
 
 
 def run(
@@ -68,11 +81,16 @@ def run(
     print("ready", flush=True)
     t0 = float(sys.stdin.readline())
     period = 1.0 / rate
-    stamps = [(warmup_run(run_id), i + 1) for i in range(warmup)]
-    stamps += [(measured_run(run_id), i + 1) for i in range(measured)]
+    names = channel.split(",")
     frames = [
-        conn.frame({"op": "publish", "channel": channel, "data": payload(r, seq, t0 + i * period)})
-        for i, (r, seq) in enumerate(stamps)
+        conn.frame(
+            {
+                "op": "publish",
+                "channel": names[stream - 1],
+                "data": payload(r, seq, t0 + i * period, stream),
+            }
+        )
+        for i, (r, stream, seq) in enumerate(slots(run_id, warmup, measured, len(names)))
     ]
     monotonic, sleep, send = time.monotonic, time.sleep, conn.send_framed
     max_late = 0.0
