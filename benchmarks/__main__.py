@@ -1,6 +1,6 @@
 """``python -m benchmarks [PART ...] [--quick]``: run, print a table, save JSON.
 
-Parts: fanout, idle, cluster, floor, rediscluster (all by default).
+Parts: fanout, idle, floor, chat, redis, write_delay, publish, cluster, rediscluster (all by default).
 
 The generator pins itself to core 1 and each server to core 0
 (BENCHMARKS.md; in the cluster part every node and redis-server share core 0),
@@ -24,10 +24,20 @@ from typing import Any
 
 import uvloop
 
-from benchmarks import cluster, fanout, floor, idle, launcher, procstat, rediscluster
+from benchmarks import cluster, fanout, floor, idle, launcher, procstat, rediscluster, workloads
 from benchmarks.report import render
 
-PARTS = ("fanout", "idle", "cluster", "floor", "rediscluster")
+PARTS = (
+    "fanout",
+    "idle",
+    "floor",
+    "chat",
+    "redis",
+    "write_delay",
+    "publish",
+    "cluster",
+    "rediscluster",
+)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 Plan = tuple[int, tuple[float, ...], float, float, int]
@@ -41,12 +51,17 @@ CLUSTER_QUICK: tuple[tuple[float, ...], float, float] = ((50.0, 100.0), 0.3, 0.7
 #: Redis Cluster part: (warm-up s, measured s) of each setup's closed loop.
 REDISCLUSTER_FULL = (1.0, 3.0)
 REDISCLUSTER_QUICK = (0.5, 1.5)
+#: Chat part: (rooms, subscribers per room, publications/s spread over the rooms).
+CHAT: tuple[int, int, tuple[float, ...]] = (100, 10, (2000.0, 5000.0))
+#: The one-channel rows through Redis and with write_delay: publications/s.
+REDIS_RATE, WRITE_DELAY_RATE = 200.0, 100.0
+WRITE_DELAYS = (0.0, 0.01, 0.05)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "parts", nargs="*", metavar="PART", help="fanout, idle, cluster, floor, rediscluster [all]"
+        "parts", nargs="*", metavar="PART", help=f"{", ".join(PARTS)} [all]"
     )
     parser.add_argument("--quick", action="store_true", help="a ~1 min smoke run")
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers [1000]")
@@ -91,6 +106,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             sockets=subs, rates=rates, warmup=warmup, measure=measure, log=_log
         )
         out["floor"] = floor.as_json(sends)
+    out.update(await _workloads(parts, subs, warmup, measure, args.quick))
     if "cluster" in parts:
         c_rates, tp_warm, tp_measure = CLUSTER_QUICK if args.quick else CLUSTER_FULL
         if args.cluster_rates:
@@ -109,6 +125,52 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         warm, window = REDISCLUSTER_QUICK if args.quick else REDISCLUSTER_FULL
         data = await rediscluster.run_rediscluster(warm=warm, measure=window, log=_log)
         out["rediscluster"] = rediscluster.as_json(data)
+    return out
+
+
+async def _workloads(
+    parts: tuple[str, ...] | list[str], subs: int, warmup: float, measure: float, quick: bool
+) -> dict[str, Any]:
+    """The performance issue's rows: chat, Redis fan-out, write_delay, publish throughput."""
+    out: dict[str, Any] = {}
+    rows: list[workloads.WorkloadRow] = []
+    if "chat" in parts:
+        rooms, per_room, chat_rates = CHAT
+        rows += await workloads.run_chat(
+            rooms=rooms,
+            per_room=per_room,
+            rates=chat_rates[-1:] if quick else chat_rates,
+            warmup=warmup,
+            measure=measure,
+            log=_log,
+        )
+    if "redis" in parts:
+        rows += await workloads.run_one_channel(
+            "redis",
+            subscribers=subs,
+            rate=REDIS_RATE,
+            warmup=warmup,
+            measure=measure,
+            settings=workloads.REDIS_SETTINGS,
+            log=_log,
+        )
+    if "write_delay" in parts:
+        rows += await workloads.run_one_channel(
+            "write_delay",
+            subscribers=subs,
+            rate=WRITE_DELAY_RATE,
+            warmup=warmup,
+            measure=measure,
+            settings=workloads.write_delay_settings(WRITE_DELAYS),
+            log=_log,
+        )
+    if rows:
+        out["workloads"] = workloads.as_json(rows)
+    if "publish" in parts:
+        warm, tp_measure = (0.3, 0.7) if quick else (0.5, 2.0)
+        out["publish"] = workloads.as_json(
+            await workloads.run_publish(warm=warm, measure=tp_measure, log=_log)
+        )
     return out
 
 

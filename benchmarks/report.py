@@ -51,6 +51,10 @@ def render(report: dict[str, Any]) -> str:
         lines += render_floor(report["floor"], report.get("fanout") or [])
     if report.get("rediscluster"):
         lines += render_rediscluster(report["rediscluster"], verdicts)
+    if report.get("workloads"):
+        lines += render_workloads(report["workloads"])
+    if report.get("publish"):
+        lines += render_publish(report["publish"])
     if verdicts:
         lines += ["Targets:", *[f"  - {v}" for v in verdicts]]
     return "\n".join(lines)
@@ -162,6 +166,69 @@ def render_floor(floor: list[dict[str, Any]], fanout: list[dict[str, Any]]) -> l
         *_table(header, rows),
         "  ratio = hubbub's server CPU per delivery (fan-out above, same rate)"
         " / the floor's per send",
+        "",
+    ]
+
+
+def render_workloads(rows: list[dict[str, Any]]) -> list[str]:
+    """Chat, the Redis fan-out and write_delay: one row each."""
+    table = []
+    for row in rows:
+        r = row["result"]
+        table.append(
+            [
+                row["workload"],
+                row["broker"],
+                row["setting"],
+                f"{r['subscribers']} x {r['rate']:g}",
+                _num(r["deliveries_per_s"], ",.0f"),
+                f"{r['loss']} ({r['loss_pct']:.2f}%)",
+                _num(r["p50_ms"], ".1f"),
+                _num(r["p99_ms"], ".1f"),
+                _num(r["server_cpu_us_per_delivery"], ".2f"),
+                _num(row["server_cpu_us_per_publication"], ".1f"),
+                _num(r["server_cpu_pct"], ".0f"),
+                _num(r["other_cpu_pct"], ".0f"),
+                "CLIENT-BOUND" if r["client_bound"] else "",
+            ]
+        )
+    header = [
+        "workload", "broker", "setting", "subs x pub/s", "delivered/s", "loss",
+        "p50 ms", "p99 ms", "µs/dlv", "µs/pub", "srv CPU %", "other CPU %", "note",
+    ]  # fmt: skip
+    return [
+        "Workloads: chat rooms, fan-out through Redis, write_delay "
+        "(server CPU includes its redis-server)",
+        *_table(header, table),
+        "  µs/pub = server CPU per publication (deliveries included)",
+        "",
+    ]
+
+
+def render_publish(rows: list[dict[str, Any]]) -> list[str]:
+    """Publications one node accepts from 1, 10 and 100 connections."""
+    table = [
+        [
+            r["broker"],
+            r["client"],
+            str(r["connections"]),
+            _num(r["publishes_per_s"], ",.0f"),
+            str(r["errors"]),
+            _num(r["node_us_per_publish"], ".1f"),
+            _num(r["redis_us_per_publish"], ".1f"),
+            _num(r["node_cpu_pct"], ".0f"),
+            _num(r["generator_cpu_pct"], ".0f"),
+        ]
+        for r in rows
+    ]
+    header = [
+        "broker", "client", "connections", "publishes/s", "errors", "node µs/pub", "redis µs/pub",
+        "node CPU %", "gen CPU %",
+    ]  # fmt: skip
+    return [
+        "Publish throughput, no subscribers: TCP (lean) connections each keeping 32 publishes "
+        "in flight; WS-JSON (asyncio client) connections 8 each",
+        *_table(header, table),
         "",
     ]
 

@@ -15,7 +15,10 @@ per delivery and per publication.
   and 50 ms;
 - ``publish``: publications per second one node accepts from 1, 10 and 100
   connections (each keeping :data:`DEPTH` in flight, no subscribers), and the
-  node's CPU per accepted publication, embedded and through Redis.
+  node's CPU per accepted publication, embedded and through Redis; the TCP
+  msgpack publishers are the lean fast path, and a row of WebSocket-JSON
+  publishers (the asyncio client, as a browser would publish) gives the cost
+  of the default subprotocol.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from benchmarks.cluster import Pumper, pin_threads
 from benchmarks.fanout import CHANNEL, FanoutResult, Subscribers, open_sessions, run_rate
 from benchmarks.launcher import BENCH_CONFIG, NodeProc, RedisProc, start_node, start_redis
 from benchmarks.publisher import payload
+from hubbub.client import Client
 
 #: History on, as a chat deployment has it (recovery needs it).
 CHAT_CONFIG = BENCH_CONFIG + "\n[namespaces.chat]\nhistory_size = 100\n"
@@ -56,6 +60,7 @@ class PublishRow:
     """Publications one node accepted per second from ``connections`` publishers."""
 
     broker: str
+    client: str  # "tcp msgpack" (lean) or "ws json" (the asyncio client)
     connections: int
     depth: int
     seconds: float
@@ -218,8 +223,22 @@ def write_delay_settings(delays: tuple[float, ...]) -> list[tuple[str, str, bool
 REDIS_SETTINGS = [("1 channel", BENCH_CONFIG, False), ("1 channel", BENCH_CONFIG, True)]
 
 
+class _Counted:
+    """What the publishers of one level have done so far (``ok``, ``errors``)."""
+
+    def __init__(self, pumpers: list[Pumper] | None = None) -> None:
+        self.pumpers = pumpers or []
+        self.ok = self.errors = 0
+
+    def totals(self) -> tuple[int, int]:
+        return (
+            self.ok + sum(p.ok for p in self.pumpers),
+            self.errors + sum(p.errors for p in self.pumpers),
+        )
+
+
 async def _publish_level(
-    server: Server, pumpers: list[Pumper], connections: int, measure: float
+    server: Server, counted: _Counted, connections: int, measure: float, client: str
 ) -> PublishRow:
     assert server.node is not None
     node_meter = procstat.CpuMeter((server.node.pid,))
@@ -228,9 +247,9 @@ async def _publish_level(
     now = time.monotonic()
     for m in (node_meter, redis_meter, gen_meter):
         m.start(now)
-    ok0, err0 = sum(p.ok for p in pumpers), sum(p.errors for p in pumpers)
+    ok0, err0 = counted.totals()
     await asyncio.sleep(measure)
-    ok1, err1 = sum(p.ok for p in pumpers), sum(p.errors for p in pumpers)
+    ok1, err1 = counted.totals()
     now = time.monotonic()
     node_cpu, wall = node_meter.stop(now)
     redis_cpu, _ = redis_meter.stop(now)
@@ -239,6 +258,7 @@ async def _publish_level(
     nan = float("nan")
     return PublishRow(
         broker=server.broker,
+        client=client,
         connections=connections,
         depth=DEPTH,
         seconds=wall,
@@ -278,9 +298,10 @@ async def run_publish(
                         pumper.start()
                     pumpers += more
                     await asyncio.sleep(warm)
-                    row = await _publish_level(server, pumpers, level, measure)
+                    counted = _Counted(pumpers)
+                    row = await _publish_level(server, counted, level, measure, "tcp msgpack")
                     log(
-                        f"publish: {row.broker}, {level} connections: "
+                        f"publish: {row.broker}, {level} tcp connections: "
                         f"{row.publishes_per_s:,.0f}/s, node {row.node_us_per_publish:.1f} "
                         f"µs/publication ({row.node_cpu_pct:.0f} %), redis "
                         f"{row.redis_us_per_publish:.1f} µs ({row.redis_cpu_pct:.0f} %), generator "
@@ -292,7 +313,47 @@ async def run_publish(
                     pumper.running = False
                     await pumper.session.close()
                 await asyncio.sleep(0.2)
+            rows.append(await _publish_ws_json(server, warm, measure, log))
     return rows
+
+
+async def _publish_ws_json(
+    server: Server, warm: float, measure: float, log: Any, connections: int = 4, depth: int = 8
+) -> PublishRow:
+    """WebSocket-JSON publishers (:class:`hubbub.Client`), ``depth`` publishes in
+    flight each: what the node spends per publication on the default subprotocol."""
+    assert server.node is not None
+    counted = _Counted()
+    data = {"text": "hello, this is a chat message of about a hundred bytes", "n": 0}
+
+    async def loop(client: Client) -> None:
+        while True:
+            try:
+                await client.publish("chat:tp", data)
+                counted.ok += 1
+            except Exception:
+                counted.errors += 1
+
+    clients = [Client(server.node.ws_url, encoding="json") for _ in range(connections)]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for client in clients:
+            await client.connect()
+            tasks += [asyncio.ensure_future(loop(client)) for _ in range(depth)]
+        await asyncio.sleep(warm)
+        row = await _publish_level(server, counted, connections, measure, "ws json")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.close()
+    log(
+        f"publish: {row.broker}, {connections} ws-json connections: "
+        f"{row.publishes_per_s:,.0f}/s, node {row.node_us_per_publish:.1f} µs/publication "
+        f"({row.node_cpu_pct:.0f} %), generator {row.generator_cpu_pct:.0f} %"
+    )
+    return row
 
 
 def as_json(rows: list[WorkloadRow] | list[PublishRow]) -> list[dict[str, Any]]:
