@@ -103,6 +103,14 @@ class Subscribers:
         counts = self.stats.counts
         return self.group.received - counts["foreign"] - counts["unstamped"]
 
+    def expected(self, streams: dict[int, StreamInfo]) -> int:
+        """Deliveries the ledger's publications owe these subscribers (each
+        subscriber hears the streams of its own channel)."""
+        per_channel: dict[str, int] = {}
+        for info in streams.values():
+            per_channel[info.channel] = per_channel.get(info.channel, 0) + info.last
+        return sum(per_channel.get(sub.channel, 0) for sub in self.subs)
+
     @property
     def disconnected(self) -> int:
         return sum(1 for s in self.subs if s.closed)
@@ -218,11 +226,12 @@ def delivery_figures(
     subs.group.flush()
     latency = summary(subs.group.hist)
     nan = float("nan")
+    seconds = sum(info.last for info in streams.values()) / rate
     return {
         "subscribers": len(subs.subs),
         "rate": rate,
-        "offered": rate * len(subs.subs),
-        "seconds": sum(info.last for info in streams.values()) / rate,
+        "offered": subs.expected(streams) / seconds if seconds else nan,  # deliveries/s
+        "seconds": seconds,
         "expected": tally.expected,
         "received": tally.delivered,
         "loss": tally.lost,
@@ -333,7 +342,7 @@ async def run_rate(
         busy0 = procstat.machine_busy_seconds()
         srv_user0, srv_sys0 = _cpu_times(servers)
         total0 = subs.total
-        expected = window.measure_count * len(subs.subs)
+        expected = subs.expected(window.ledger(names))
         await await_deliveries(subs, window.end, expected, drain)
         now = time.monotonic()
         srv_user1, srv_sys1 = _cpu_times(servers)
