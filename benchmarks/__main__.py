@@ -60,9 +60,7 @@ WRITE_DELAYS = (0.0, 0.01, 0.05)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument(
-        "parts", nargs="*", metavar="PART", help=f"{", ".join(PARTS)} [all]"
-    )
+    parser.add_argument("parts", nargs="*", metavar="PART", help=", ".join(PARTS) + " [all]")
     parser.add_argument("--quick", action="store_true", help="a ~1 min smoke run")
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers [1000]")
     parser.add_argument("--rates", help="publications/s, comma-separated [50,100,200]")
