@@ -1,6 +1,7 @@
 """``python -m benchmarks [PART ...] [--quick]``: run, print a table, save JSON.
 
-Parts: fanout, idle, floor, chat, redis, write_delay, publish, cluster, rediscluster (all by default).
+Parts: fanout, idle, floor, chat, redis, write_delay, publish, cluster, rediscluster
+(all by default).
 
 The generator pins itself to core 1 and each server to core 0
 (BENCHMARKS.md; in the cluster part every node and redis-server share core 0),
