@@ -46,6 +46,11 @@ class HistoryResult:
     position: StreamPosition | None
 
 
+#: Reply codes after which a recovery from history is tried again (the gap
+#: cannot be skipped): unavailable, rate limited, internal error.
+_RETRY_RECOVERY = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL})
+
+
 class Client:
     """A hubbub client over TCP (``tcp://host:port``) or WebSocket (``ws://host:port/ws``).
 
@@ -633,10 +638,24 @@ class Client:
         if transport is None:
             sub._recovering = False
             return
+        attempt = 0
         try:
             position = sub.position
             while position is not None:
-                page = await self._history(sub.channel, position, None, transport)
+                try:
+                    page = await self._history(sub.channel, position, None, transport)
+                except ReplyError as exc:
+                    if exc.code not in _RETRY_RECOVERY or self._transport is not transport:
+                        raise
+                    # 503 (the broker is back but not yet ready), 429, 500: the gap
+                    # must still be filled, so try again rather than skip it.
+                    log.info("recovery of %s after lag: %s, retrying", sub.channel, exc)
+                    delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+                    if exc.retry_after:
+                        delay = max(delay, exc.retry_after / 1000)
+                    attempt += 1
+                    await asyncio.sleep(delay)
+                    continue
                 pubs.extend(page.publications)
                 top = page.position
                 last = page.publications[-1].offset if page.publications else None
@@ -644,8 +663,10 @@ class Client:
                     break
                 position = StreamPosition(last, top.epoch)
         except ReplyError as exc:
-            reset = exc.code == ErrorCode.GONE
-            if not reset:
+            # 410, or a refusal that retrying cannot change: what was missed is
+            # not in history for us, so the app reloads (a "reset" event).
+            reset = True
+            if exc.code != ErrorCode.GONE:
                 log.warning("recovery of %s after lag failed: %s", sub.channel, exc)
         except Disconnected:
             return  # the re-subscribe of the next connection recovers

@@ -10,7 +10,7 @@ import pytest
 
 from hubbub.client import ChannelEvent, Client, Disconnected, StreamPosition, Subscription
 from hubbub.protocol.codes import DisconnectCode
-from hubbub.protocol.messages import push_lag, push_pub
+from hubbub.protocol.messages import push_lag, push_pub, reply_error
 from tests.client.conftest import Setup, start
 from tests.client.fakeserver import FakeConn, FakeServer
 
@@ -216,3 +216,32 @@ async def test_in_flight_command_fails_when_the_connection_drops(setup: Setup) -
             await c.publish("chat", "lost?")
         assert await c.publish("chat", "again") is None  # on the new connection
         assert c.reconnects == 1
+
+
+async def test_lag_recovery_refused_with_503_is_retried_not_skipped(setup: Setup) -> None:
+    """A node back from a broker outage may answer the recovery's history with 503
+    for a moment: the gap is still filled, never silently skipped."""
+    server = setup.server
+    refused = 0
+
+    async def unavailable_once(conn: FakeConn, msg: dict[str, Any]) -> bool:
+        nonlocal refused
+        if msg["op"] == "history" and refused == 0:
+            refused += 1
+            await conn.send(reply_error(msg["id"], 503, "broker unavailable"))
+            return True
+        return False
+
+    events: list[ChannelEvent] = []
+    async with setup.client(backoff_base=0.01) as c:
+        sub = await c.subscribe("h:feed", on_event=events.append)
+        await server.publish("h:feed", 1)
+        assert await take(sub, 1) == [1]
+        server.hook = unavailable_once
+        for i in (2, 3):
+            await server.publish("h:feed", i, deliver=False)  # skipped by the server
+        await server.conns[0].send(push_lag("h:feed", 2))
+        await server.publish("h:feed", 4)  # live, held until the gap is filled
+        assert await take(sub, 3) == [2, 3, 4]
+        assert refused == 1
+        assert [e.kind for e in events] == ["lag"]  # no reset: nothing was lost
