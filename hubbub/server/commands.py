@@ -39,6 +39,7 @@ from hubbub.protocol.messages import (
     Presence,
     Publish,
     Refresh,
+    StreamPosition,
     Subscribe,
     Unsubscribe,
     parse_command,
@@ -343,7 +344,7 @@ class Commands:
             conn.subs.pop(channel, None)
             raise
         try:
-            reply, after = await self._position(conn, cmd)
+            reply, position = await self._position(conn, cmd)
             if ns.presence and conn.info is not None:
                 await self.broker.add_presence(channel, conn.info)
         except BaseException:
@@ -356,13 +357,18 @@ class Commands:
         # No await from here on: the reply goes out before any live publication.
         if cmd.id is not None:
             conn.outbox.send(reply_ok(cmd.id, reply))
-        hub.activate(conn, channel, after)
+        if position is None:
+            hub.activate(conn, channel)
+        else:  # exactly once: nothing at or below the replied position again
+            hub.activate(conn, channel, position.offset, position.epoch)
         if ns.join_leave and conn.info is not None:
             self.spawn(self.broker.publish_join(channel, conn.info))
         return None  # already replied
 
-    async def _position(self, conn: Connection, cmd: Subscribe) -> tuple[Reply, int | None]:
-        """A subscription's reply and the offset live delivery starts after: with
+    async def _position(
+        self, conn: Connection, cmd: Subscribe
+    ) -> tuple[Reply, StreamPosition | None]:
+        """A subscription's reply and the position live delivery starts after: with
         history, what was recovered and the stream position (PROTOCOL.md §4); the
         hub keeps live publications for ``conn`` meanwhile."""
         channel = cmd.channel
@@ -386,7 +392,7 @@ class Commands:
                 reply["recovered"] = False
         reply["offset"] = position.offset
         reply["epoch"] = position.epoch
-        return reply, position.offset
+        return reply, position
 
     async def unsubscribe(self, conn: Connection, cmd: Unsubscribe) -> Reply:
         channel = cmd.channel

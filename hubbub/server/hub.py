@@ -14,6 +14,15 @@ subscriber's output for up to that long so several publications share one
 ``send()``. A subscriber that is still
 recovering (its subscribe awaits the broker) is *buffering*: publications are
 kept for it and handed over, de-duplicated by offset, when it activates.
+
+Exactly once after recovery (DESIGN.md "Clustering"): the history read that
+gave the subscriber its position P and the live stream travel on different
+broker connections, so publications at or below P may still arrive live after
+the reply. A subscriber whose buffer held nothing above P is *catching up*: it
+is kept out of the fan-out groups, and live publications of P's epoch at or
+below P are dropped for it, until the first one above P (or of another epoch)
+arrives and it joins its group. A gap reported while a subscriber buffers is
+remembered and sent as ``lag`` right after its reply (PROTOCOL.md §3).
 """
 
 from __future__ import annotations
@@ -33,8 +42,21 @@ if TYPE_CHECKING:
     from hubbub.server.outbox import Outbox
 
 
+#: In a buffering subscriber's list: the broker reported a gap meanwhile.
+_GAP = None
+
+
 class _Channel:
-    __slots__ = ("buffering", "delay", "groups", "lock", "name", "refs", "subscribed")
+    __slots__ = (
+        "buffering",
+        "catching_up",
+        "delay",
+        "groups",
+        "lock",
+        "name",
+        "refs",
+        "subscribed",
+    )
 
     def __init__(self, name: str, delay: float) -> None:
         self.name = name
@@ -42,7 +64,9 @@ class _Channel:
         # One dict per wire format (server.wire.Format): subscriber -> its outbox,
         # insertion-ordered.
         self.groups: tuple[dict[Connection, Outbox], ...] = ({}, {}, {})
-        self.buffering: dict[Connection, list[Publication]] = {}
+        self.buffering: dict[Connection, list[Publication | None]] = {}
+        # Active subscribers not yet past their position: outbox, offset, epoch (None: any).
+        self.catching_up: dict[Connection, tuple[Outbox, int, str | None]] = {}
         self.refs = 0  # local subscribers, active or buffering or on their way
         self.subscribed = False  # the broker confirmed the node's subscription
         self.lock = asyncio.Lock()
@@ -85,17 +109,36 @@ class Hub:
         """Keep publications of ``name`` for ``conn`` until :meth:`activate`."""
         self.channels[name].buffering[conn] = []
 
-    def activate(self, conn: Connection, name: str, after_offset: int | None = None) -> None:
+    def activate(
+        self,
+        conn: Connection,
+        name: str,
+        after_offset: int | None = None,
+        epoch: str | None = None,
+    ) -> None:
         """Start delivering ``name`` to ``conn``; first hand over what was kept
-        while it was buffering, skipping offsets up to ``after_offset``."""
+        while it was buffering, skipping offsets up to ``after_offset`` (of
+        ``epoch``; None: of any epoch). Until a publication above that position
+        arrives, later ones at or below it are skipped too (exactly once)."""
         ch = self.channels[name]
-        kept = ch.buffering.pop(conn, None)
+        kept = ch.buffering.pop(conn, None) or ()
         box = conn.outbox
-        ch.groups[box.fmt][conn] = box
-        if kept:
-            for pub in kept:
-                if after_offset is None or pub.offset is None or pub.offset > after_offset:
-                    box.deliver(Encoded(pub_message(pub)).get(box.fmt), name)
+        passed = after_offset is None
+        gap = False
+        for pub in kept:
+            if pub is _GAP:
+                gap = True
+            elif passed or _beyond(pub, after_offset, epoch):  # type: ignore[arg-type]
+                passed = True
+                box.deliver(Encoded(pub_message(pub)).get(box.fmt), name)
+            else:
+                self.stats.duplicates_skipped += 1
+        if passed:
+            ch.groups[box.fmt][conn] = box
+        else:
+            ch.catching_up[conn] = (box, after_offset, epoch)  # type: ignore[assignment]
+        if gap:
+            box.write(Encoded(push_lag(name, 0)).get(box.fmt))
 
     def release(self, conn: Connection, name: str) -> None:
         """Remove ``conn`` from ``name``; on the last subscriber the node
@@ -105,6 +148,7 @@ class Hub:
             return
         ch.groups[conn.outbox.fmt].pop(conn, None)
         ch.buffering.pop(conn, None)
+        ch.catching_up.pop(conn, None)
         self._release_ref(ch)
 
     def _release_ref(self, ch: _Channel) -> None:
@@ -151,10 +195,32 @@ class Hub:
                     for box in group.values():
                         box.deliver(data, name)
                 delivered += len(group)
+        if ch.catching_up:
+            delivered += self._catch_up(ch, pub)
         if ch.buffering:
             for kept in ch.buffering.values():
                 kept.append(pub)
         self.stats.deliveries += delivered
+
+    def _catch_up(self, ch: _Channel, pub: Publication) -> int:
+        """Offer ``pub`` to the subscribers not yet past their position: skip
+        it for those it does not pass; the others get it and join their group."""
+        delivered = 0
+        encoded: Encoded | None = None
+        for conn, (box, offset, epoch) in list(ch.catching_up.items()):
+            if not _beyond(pub, offset, epoch):
+                self.stats.duplicates_skipped += 1
+                continue
+            del ch.catching_up[conn]
+            if encoded is None:
+                encoded = Encoded(pub_message(pub))
+            if ch.delay:
+                box.deliver_later(encoded.get(box.fmt), ch.name, ch.delay)
+            else:
+                box.deliver(encoded.get(box.fmt), ch.name)
+            ch.groups[box.fmt][conn] = box
+            delivered += 1
+        return delivered
 
     def on_join(self, channel: str, info: ClientInfo) -> None:
         self._presence_event(channel, info, push_join(channel, info.client, info.user))
@@ -173,10 +239,14 @@ class Hub:
                 for conn, box in group.items():
                     if conn.client_id != info.client:
                         box.write(data)
+        for conn, (box, _, _) in ch.catching_up.items():
+            if conn.client_id != info.client:
+                box.write(encoded.get(box.fmt))
 
     def on_gap(self, channel: str) -> None:
         """The broker may have lost publications: every subscriber gets ``lag``
-        (PROTOCOL.md §3) and recovers from history."""
+        (PROTOCOL.md §3) and recovers from history; one still buffering gets it
+        right after its subscribe reply."""
         ch = self.channels.get(channel)
         if ch is None:
             return
@@ -186,12 +256,25 @@ class Hub:
                 data = encoded.get(fmt)
                 for box in group.values():
                     box.write(data)
+        for box, _, _ in ch.catching_up.values():
+            box.write(encoded.get(box.fmt))
+        for kept in ch.buffering.values():
+            kept.append(_GAP)
 
     # -- introspection ---------------------------------------------------
 
     def subscriber_count(self, name: str) -> int:
         ch = self.channels.get(name)
-        return 0 if ch is None else sum(len(g) for g in ch.groups)
+        return 0 if ch is None else sum(len(g) for g in ch.groups) + len(ch.catching_up)
+
+
+def _beyond(pub: Publication, offset: int, epoch: str | None) -> bool:
+    """Whether ``pub`` is past the position ``offset`` of ``epoch`` (None: any)."""
+    return (
+        pub.offset is None
+        or pub.offset > offset
+        or (epoch is not None and pub.epoch is not None and pub.epoch != epoch)
+    )
 
 
 def pub_message(pub: Publication) -> dict[str, Any]:

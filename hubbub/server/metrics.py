@@ -36,12 +36,20 @@ TRANSPORTS = ("tcp", "ws")
 class Stats:
     """Hot-path counters, one object per node."""
 
-    __slots__ = ("bytes_in", "bytes_out", "deliveries", "dropped", "publications")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "deliveries",
+        "dropped",
+        "duplicates_skipped",
+        "publications",
+    )
 
     def __init__(self) -> None:
         self.publications = 0  # publications the node received from the broker
         self.deliveries = 0  # pub pushes queued to clients
         self.dropped = 0  # pub pushes skipped for slow consumers (policy drop)
+        self.duplicates_skipped = 0  # live publications a recovered subscriber already had
         self.bytes_in = {t: 0 for t in TRANSPORTS}
         self.bytes_out = {t: 0 for t in TRANSPORTS}
 
@@ -126,6 +134,11 @@ class _StatsCollector(Collector):
         )
         yield CounterMetricFamily(
             "hubbub_deliveries_dropped", "Publications skipped for slow consumers.", value=s.dropped
+        )
+        yield CounterMetricFamily(
+            "hubbub_duplicates_skipped",
+            "Live publications skipped for subscribers whose subscribe reply already covered them.",
+            value=s.duplicates_skipped,
         )
         for name, values, doc in (
             ("hubbub_bytes_received", s.bytes_in, "Bytes read from clients."),

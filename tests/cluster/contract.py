@@ -27,9 +27,14 @@ from typing import Any
 
 import pytest
 
-from hubbub.cluster.broker import Broker, ChannelOptions, ClientInfo, Publication
+from hubbub.cluster.broker import Broker, BrokerHandler, ChannelOptions, ClientInfo, Publication
+from hubbub.protocol.codec import decode_msgpack
 from hubbub.protocol.exceptions import PositionGone
+from hubbub.protocol.frames import FrameDecoder
 from hubbub.protocol.messages import StreamPosition
+from hubbub.server.hub import Hub
+from hubbub.server.metrics import Stats
+from hubbub.server.wire import Format
 
 HISTORY = ChannelOptions(history_size=100, history_ttl=300.0)
 NO_HISTORY = ChannelOptions()
@@ -51,9 +56,13 @@ class RecordingHandler:
         self.joins: list[tuple[str, ClientInfo]] = []
         self.leaves: list[tuple[str, ClientInfo]] = []
         self.gaps: list[str] = []
+        #: A node-side handler (the hub) that also gets every publication.
+        self.forward: BrokerHandler | None = None
 
     def on_publication(self, pub: Publication) -> None:
         self.publications.append(pub)
+        if self.forward is not None:
+            self.forward.on_publication(pub)
 
     def on_join(self, channel: str, info: ClientInfo) -> None:
         self.joins.append((channel, info))
@@ -89,6 +98,24 @@ class RecordingHandler:
 
 def offsets(pubs: list[Publication]) -> list[int | None]:
     return [p.offset for p in pubs]
+
+
+class Subscriber:
+    """A subscriber as the hub sees it: a connection with an outbox (here itself)."""
+
+    fmt = Format.TCP
+    client_id = "contract"
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.outbox = self
+
+    def deliver(self, data: bytes, channel: str) -> None:
+        (payload,) = FrameDecoder(2**31).feed(data)
+        self.offsets.append(decode_msgpack(payload)["offset"])
+
+    def write(self, data: bytes) -> None:
+        pass
 
 
 class BrokerContract:
@@ -357,6 +384,48 @@ class BrokerContract:
         assert not recovery.recovered
         assert recovery.publications == []
         assert recovery.position == top
+
+    async def test_resubscribing_while_publishing_delivers_each_once(
+        self, broker: Broker, handler: RecordingHandler, channel: str
+    ) -> None:
+        """A subscriber that recovers in a loop while a fast publisher runs sees
+        every offset once: the reply's publications, then live ones above its
+        position (the node's hub over this engine, as a subscribe does it)."""
+        hub = Hub(broker, Stats())
+        handler.forward = hub
+        stop = asyncio.Event()
+
+        async def publish() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                await broker.publish(channel, i, options=HISTORY)
+
+        publisher = asyncio.create_task(publish())
+        try:
+            since = (await broker.history(channel, options=HISTORY, limit=0)).position
+            seen: list[int] = []
+            for _ in range(40):
+                sub = Subscriber()
+                await hub.acquire(channel)
+                hub.buffer(sub, channel)  # type: ignore[arg-type]
+                recovery = await broker.recover(channel, since, options=HISTORY)
+                assert recovery.recovered
+                top = recovery.position
+                hub.activate(sub, channel, top.offset, top.epoch)  # type: ignore[arg-type]
+                await asyncio.sleep(0.005)
+                hub.release(sub, channel)  # type: ignore[arg-type]
+                got = [p.offset for p in recovery.publications] + sub.offsets
+                assert len(got) == len(set(got)), f"duplicates after recovery: {got}"
+                seen += got  # type: ignore[arg-type]
+                if sub.offsets:
+                    top = StreamPosition(sub.offsets[-1], top.epoch)
+                since = top
+        finally:
+            stop.set()
+            await publisher
+        assert seen == list(range(seen[0], seen[0] + len(seen)))
+        await asyncio.sleep(0)  # the hub's background unsubscribe
 
     # -- presence ------------------------------------------------------------
 

@@ -345,3 +345,59 @@ async def test_gap_sends_lag_to_every_subscriber(hub: Hub) -> None:
     hub.on_gap("room")
     assert decode(Format.TCP, a.written[0])["push"] == "lag"
     assert json.loads(b.written[0][2:])["push"] == "lag"
+
+
+async def test_recovered_subscriber_skips_live_publications_at_or_below_its_position(
+    hub: Hub,
+) -> None:
+    """Issue 11 item 1: the history read saw offset 5 before the live stream
+    delivered 4 and 5; they must not reach the subscriber a second time."""
+    c = FakeConn(Format.TCP)
+    await hub.acquire("chat:x")
+    hub.buffer(c, "chat:x")  # type: ignore[arg-type]
+    hub.on_publication(pub("chat:x", 3, 3))
+    hub.activate(c, "chat:x", 5, "e1")  # type: ignore[arg-type]
+    assert c.delivered == []
+    for offset in (4, 5, 6, 7):
+        hub.on_publication(pub("chat:x", offset, offset))
+    assert [m["offset"] for m in c.messages()] == [6, 7]
+    assert hub.stats.duplicates_skipped == 3
+    assert hub.subscriber_count("chat:x") == 1
+
+
+async def test_catching_up_subscriber_takes_a_new_epoch_at_once(hub: Hub) -> None:
+    c = FakeConn(Format.WS_TEXT)
+    await hub.acquire("chat:x")
+    hub.buffer(c, "chat:x")  # type: ignore[arg-type]
+    hub.activate(c, "chat:x", 9, "old")  # type: ignore[arg-type]
+    hub.on_publication(pub("chat:x", 1, 1))  # epoch "e1": the history was lost meanwhile
+    assert [m["offset"] for m in c.messages()] == [1]
+
+
+async def test_catching_up_subscriber_gets_presence_events_and_lag(hub: Hub) -> None:
+    c = FakeConn(Format.TCP, "me")
+    await hub.acquire("chat:x")
+    hub.buffer(c, "chat:x")  # type: ignore[arg-type]
+    hub.activate(c, "chat:x", 5, "e1")  # type: ignore[arg-type]
+    hub.on_join("chat:x", ClientInfo("other", "bob"))
+    hub.on_gap("chat:x")
+    assert [decode(Format.TCP, d)["push"] for d in c.written] == ["join", "lag"]
+    hub.release(c, "chat:x")  # type: ignore[arg-type]
+    hub.on_publication(pub("chat:x", 6, 6))
+    assert c.delivered == []
+
+
+async def test_gap_while_buffering_is_sent_as_lag_after_activation(hub: Hub) -> None:
+    """Issue 11 item 4: a gap reported while a subscriber's subscribe awaits the
+    broker must not be silent."""
+    c = FakeConn(Format.TCP)
+    await hub.acquire("chat:x")
+    hub.buffer(c, "chat:x")  # type: ignore[arg-type]
+    hub.on_publication(pub("chat:x", 1, 1))
+    hub.on_gap("chat:x")
+    assert c.written == []  # no reply yet: nothing goes out before it
+    hub.activate(c, "chat:x", 0, "e1")  # type: ignore[arg-type]
+    assert [m["offset"] for m in c.messages()] == [1]
+    assert [decode(Format.TCP, d) for d in c.written] == [
+        {"push": "lag", "channel": "chat:x", "dropped": 0}
+    ]
