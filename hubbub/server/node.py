@@ -169,7 +169,13 @@ class Node:
             await serve_ws(services, reader, writer)
 
         async def admin(reader: Any, writer: Any) -> None:
-            await serve_admin(self, reader, writer)
+            try:
+                await serve_admin(self, reader, writer)
+            except asyncio.CancelledError:
+                # The node stopped and the loop cancels what is left (a
+                # keep-alive connection of a scraper or a health checker): it
+                # ends with the node, not as an error-level traceback.
+                writer.transport.abort()
 
         handlers = {"tcp": tcp, "ws": ws, "admin": admin}
         for name in ("tcp", "ws", "admin"):

@@ -123,3 +123,26 @@ async def test_second_signal_closes_everything_at_once(node_factory: Factory) ->
     assert 'action="close now"' in node.log_text()
     stuck.close()
     await publisher.close()
+
+
+async def test_drain_with_admin_keep_alive_connections_logs_no_error(
+    node_factory: Factory,
+) -> None:
+    """Issue 11 item 5: HTTP keep-alive connections to the admin listener (a
+    Prometheus scraper, a load balancer's health checks) open at stop end with
+    the node, without an error-level traceback."""
+    node = node_factory("[limits]\ndrain_timeout = 0.5\n")
+    assert node.admin is not None
+    kept = []
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(*node.admin)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: hubbub\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        kept.append(writer)
+    node.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(node.wait, 10) == 0
+    await log_line(node, "event=stopped")
+    errors = [line for line in node.lines if "level=error" in line or "Traceback" in line]
+    assert errors == [], errors[:2]
+    for writer in kept:
+        writer.close()
