@@ -93,3 +93,27 @@ async def test_resubscribing_client_gets_no_duplicates_from_a_fast_publisher(
 async def close_all(*clients: RawClient) -> None:
     for c in clients:
         await c.close()
+
+
+async def test_lag_after_a_redis_restart_comes_when_recovery_is_accepted(
+    redis_server: RedisProc, node_factory: NodeFactory
+) -> None:
+    """Issue 11 item 3: the ``lag`` a node sends once its pub/sub connection is
+    back asks the client to recover; that recovery must not get 503."""
+    node = node_factory(CONFIG, redis=[redis_server.url])
+    clients = [await open_tcp(node) for _ in range(4)]
+    channel = "chat:restart"
+    positions = []
+    for client in clients:
+        reply = await client.ok("subscribe", channel=channel)
+        positions.append({"offset": reply["offset"], "epoch": reply["epoch"]})
+    for round_ in range(2):
+        redis_server.kill()
+        await eventually(partial(_status_is, node, 503))
+        redis_server.start()
+        for client, since in zip(clients, positions, strict=True):
+            await client.push("lag", channel=channel, timeout=10)
+            await client.ok("unsubscribe", channel=channel)
+            reply = await client.request("subscribe", channel=channel, recover=True, since=since)
+            assert "ok" in reply, f"round {round_}: recovery after lag refused: {reply}"
+    await close_all(*clients)
