@@ -54,6 +54,9 @@ class ServerConfig:
     """TCP connections from trusted_proxies start with a PROXY protocol v1/v2 header."""
     demo: bool = False
     """Serve the demo chat at / of the WebSocket listener (hubbub.js is always served)."""
+    ws_echo_path: str = ""
+    """A testing aid: a WebSocket path that echoes every message back (RFC 6455
+    conformance runs, docs/conformance.md); "" = off."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,8 @@ def validate(config: Config, where: str) -> Config:
 def _validate_listeners(s: ServerConfig, where: str) -> None:
     for key in ("tcp", "ws", "admin"):
         parse_address(getattr(s, key), f"{where}: [server] {key}")
+    if s.ws_echo_path and (not s.ws_echo_path.startswith("/") or s.ws_echo_path == "/ws"):
+        raise ConfigError(f"{where}: [server] ws_echo_path must start with / and not be /ws")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
 

@@ -11,17 +11,23 @@ msgpack, text: JSON). The WebSocket close is this transport's own
 same code, before the half-close every connection does. A connection from a
 ``[server] trusted_proxies`` peer takes the client's address from the handshake's
 ``X-Forwarded-For`` / ``X-Real-IP`` (``server.proxies``) and is admitted then.
+
+``[server] ws_echo_path`` (a testing aid, off by default) opens a second path
+whose connections echo every message back as it came, through this same read
+loop, framing and close handling: what the Autobahn fuzzing cases need to
+check RFC 6455 conformance (docs/conformance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import re
 from collections.abc import Sequence
 from typing import Any, cast
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
@@ -78,9 +84,21 @@ def _origins(settings: Settings) -> list[str | re.Pattern[str] | None] | None:
     return origins
 
 
+class _Protocol(ServerProtocol):
+    """websockets' server side, but a close frame in the middle of a fragmented
+    message is answered like any close (RFC 6455 §5.4: control frames may come
+    between fragments; §5.5.1: echo the code), and the incomplete message is
+    dropped; websockets would fail the connection with 1002 instead."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
+
+
 def _protocol(settings: Settings) -> ServerProtocol:
     """websockets' Sans-I/O server side, with our limits and subprotocols."""
-    return ServerProtocol(
+    return _Protocol(
         origins=_origins(settings),  # type: ignore[arg-type]
         extensions=None,
         subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
@@ -139,31 +157,44 @@ class _Messages:
     joined from its continuation frames; control frames are none. A message
     counts every frame's bytes from its first one (payload plus
     :data:`FRAME_OVERHEAD`) against ``max_size``, so a stream of empty
-    continuation frames is cut like a large message (1009)."""
+    continuation frames is cut like a large message (1009).
 
-    __slots__ = ("fragments", "max_size", "size", "text")
+    On the echo path, where no decoder reads the text (on ``/ws`` the JSON
+    decoder refuses bad UTF-8 with 3004, PROTOCOL.md §1), text is checked as it
+    arrives, fragment by fragment, and :meth:`add` raises ``UnicodeDecodeError``
+    at the first invalid byte (RFC 6455 §8.1: fail the connection, 1007)."""
+
+    __slots__ = ("echo", "fragments", "max_size", "size", "text", "utf8")
 
     def __init__(self, max_size: int) -> None:
         self.fragments: list[bytes] = []
         self.text = False
         self.size = 0
         self.max_size = max_size
+        self.echo = False  # opened on ws_echo_path: messages go back, not to the commands
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
 
     def add(self, frame: Frame) -> tuple[bytes, bool] | None:
         """The payload and whether it is text, once ``frame`` ends a message;
         raises :class:`MessageTooBig` past ``max_size``."""
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            text = opcode is Opcode.TEXT
+            if text and self.echo:
+                self.utf8.reset()
+                self.utf8.decode(frame.data, frame.fin)
             if not frame.fin:
                 self.fragments = [cast(bytes, frame.data)]
-                self.text = opcode is Opcode.TEXT
+                self.text = text
                 self.size = FRAME_OVERHEAD + len(frame.data)
                 return None
-            return cast(bytes, frame.data), opcode is Opcode.TEXT
+            return cast(bytes, frame.data), text
         if opcode is Opcode.CONT:
             self.size += FRAME_OVERHEAD + len(frame.data)
             if self.size > self.max_size:
                 raise MessageTooBig()
+            if self.text and self.echo:
+                self.utf8.decode(frame.data, frame.fin)
             self.fragments.append(cast(bytes, frame.data))
             if not frame.fin:
                 return None
@@ -256,7 +287,7 @@ async def _events(
         if isinstance(event, Request):
             if admitted is None:
                 admitted = _admit_forwarded(services, conn, event)
-            _handshake(services, conn, ws, event)
+            messages.echo = _handshake(services, conn, ws, event)
             if not admitted and ws.state is WsState.OPEN:
                 # A connection limit (3007) or a drain, decided at accept or
                 # at the request: told right after the 101, so a browser sees the close code.
@@ -274,7 +305,14 @@ async def _events(
         except MessageTooBig:
             _too_big(services, ws)
             return
+        except UnicodeDecodeError:
+            ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+            return
         if whole is None:
+            continue
+        if messages.echo:
+            _echo(conn, ws, *whole)
+            await conn.outbox.pace(writer)
             continue
         message = _decode(conn, *whole)
         if message is None:
@@ -291,6 +329,15 @@ def _too_big(services: Services, ws: ServerProtocol) -> None:
     services.metrics.disconnects.labels(str(WS_MESSAGE_TOO_BIG)).inc()
     if ws.state is WsState.OPEN:
         ws.fail(WS_MESSAGE_TOO_BIG, "message too big")
+
+
+def _echo(conn: Connection, ws: ServerProtocol, payload: bytes, text: bool) -> None:
+    """``ws_echo_path``: the message back to its sender, of the same type."""
+    if text:
+        ws.send_text(payload)
+    else:
+        ws.send_binary(payload)
+    _flush_protocol(conn, ws)
 
 
 def _decode(conn: Connection, payload: bytes, text: bool) -> dict[str, Any] | None:
@@ -322,13 +369,16 @@ def _admit_forwarded(services: Services, conn: Connection, request: Request) -> 
     return services.admission.admit(conn)
 
 
-def _handshake(services: Services, conn: Connection, ws: ServerProtocol, request: Request) -> None:
-    """Answer the HTTP upgrade: off ``/ws`` a web file or 404 (server/static.py),
-    else accept (origin and subprotocol checked by the protocol) and pick the
-    wire format."""
+def _handshake(services: Services, conn: Connection, ws: ServerProtocol, request: Request) -> bool:
+    """Answer the HTTP upgrade: off ``/ws`` (and ``ws_echo_path`` when set) a
+    web file or 404 (server/static.py), else accept (origin and subprotocol
+    checked by the protocol) and pick the wire format. True for an accepted
+    echo connection."""
     path = request.path.split("?", 1)[0]
+    echo_path = services.settings.config.server.ws_echo_path
+    echo = bool(echo_path) and path == echo_path
     response: Any
-    if path != WS_PATH:
+    if path != WS_PATH and not echo:
         response = static.respond(request, services.settings.config.server.demo)
     else:
         response = ws.accept(request)
@@ -338,3 +388,4 @@ def _handshake(services: Services, conn: Connection, ws: ServerProtocol, request
         conn.outbox.fmt = Format.WS_BINARY if binary else Format.WS_TEXT
     elif response.status_code == 403:
         services.limits.hit("origin")
+    return echo and response.status_code == 101
