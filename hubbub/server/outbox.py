@@ -171,13 +171,23 @@ class Outbox:
         self.size += len(data)
 
     def deliver(self, data: bytes, channel: str) -> None:
-        """Queue one publication; applies the slow-consumer policy (never waits)."""
+        """Queue one publication; applies the slow-consumer policy (never waits).
+
+        A queue that would pass its budget is first flushed early, so the kernel
+        takes what it can; only what the transport still holds then decides
+        (a client that reads is never cut because several publications reached
+        it in one loop iteration). Memory stays within ``outbound_buffer`` plus
+        one publication."""
         if not self.session.state.writable:
             return
         size = self.size + len(data)
         if size > self.room:
-            self._overflow(channel)
-            return
+            if self.out:
+                self.flush()
+            size = self.size + len(data)
+            if size > self.room:
+                self._overflow(channel)
+                return
         out = self.out
         if not out or self.held:
             self.held = False

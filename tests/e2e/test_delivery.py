@@ -1,7 +1,6 @@
 """Delivery guarantees under churn (issue 11), end to end over real nodes and a
 real redis-server: exactly once after recovery, ``lag`` only when recovery
-will be accepted, and the end-to-end pub/sub probe that keeps a node from
-going deaf.
+will be accepted, and slow consumers judged by what the kernel did not take.
 """
 
 from __future__ import annotations
@@ -11,6 +10,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from hubbub.protocol.codec import encode_msgpack
+from hubbub.protocol.frames import encode_frame
+from tests.e2e.probes import SlowTcp
 from tests.e2e.rawclient import RawClient, TcpRaw, open_tcp
 from tests.e2e.redisproxy import RedisProxy
 from tests.e2e.test_cluster import CONFIG, _status_is, eventually
@@ -117,3 +119,53 @@ async def test_lag_after_a_redis_restart_comes_when_recovery_is_accepted(
             reply = await client.request("subscribe", channel=channel, recover=True, since=since)
             assert "ok" in reply, f"round {round_}: recovery after lag refused: {reply}"
     await close_all(*clients)
+
+
+# -- slow consumers: only what the kernel did not take counts ----------------------
+
+BURSTY = """
+[limits]
+outbound_buffer = 262144
+max_frame = 131072
+messages_per_second = 100000
+message_burst = 100000
+"""
+
+
+async def test_a_reading_subscriber_survives_bursts_a_stuck_one_is_cut(
+    node_factory: NodeFactory,
+) -> None:
+    """Issue 11 item 2: 40 publications of 60 KB back to back reach a node
+    with outbound_buffer = 256 KB within one loop iteration or a few; a
+    subscriber reading as fast as it can must get them all (its queue is
+    flushed to the kernel early, not counted whole), and a subscriber that
+    reads nothing must still be cut with 3002."""
+    node = node_factory(BURSTY)
+    assert node.tcp is not None
+    name = "burst"
+    reader = await open_tcp(node)
+    await reader.ok("subscribe", channel=name)
+    stuck = SlowTcp(node.tcp, rcvbuf=4096)
+    assert "ok" in stuck.request("connect")
+    assert "ok" in stuck.request("subscribe", channel=name)
+    publisher = await open_tcp(node)
+    pad = "x" * 60_000
+    rounds, per_round = 3, 40
+    for r in range(rounds):
+        burst = b"".join(
+            encode_frame(encode_msgpack({"op": "publish", "channel": name, "data": [r, i, pad]}))
+            for i in range(per_round)
+        )
+        await publisher.send_bytes(burst)
+        got = []
+        while len(got) < per_round:
+            message = await reader.recv(timeout=15)
+            assert message.get("push") != "disconnect", f"a reading client was cut: {message}"
+            if message.get("push") == "pub":
+                got.append(message["data"][:2])
+        assert got == [[r, i] for i in range(per_round)]
+    messages, _ = await asyncio.to_thread(stuck.read_all, 15)
+    codes = [m["code"] for m in messages if m.get("push") == "disconnect"]
+    assert codes == [3002], codes[-3:]
+    stuck.close()
+    await close_all(reader, publisher)
