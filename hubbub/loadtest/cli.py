@@ -1,8 +1,12 @@
 """``hubbub-loadtest``: the command line (Locust-like flags).
 
-Exit status: 0 when the run finished (and every ``--check`` passed), 1 when
-a check failed, 2 when the run could not be made (bad flags, a scenario that
-does not load, workers that died).
+Exit status, Locust's convention: 0 when the run finished with no failed
+request or error and every ``--check`` passed; 1 when a check failed; when a
+request failed or an error was counted, ``--exit-code-on-error`` (default 1;
+0 keeps such a run green, e.g. when the disruption is the point and
+``--check`` judges it); 2 when the run could not be made (bad flags, a
+scenario that does not load, workers that died). The summary's last line says
+why a run failed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import random
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 
@@ -182,6 +187,13 @@ def _output(out: argparse._ArgumentGroup) -> None:
     out.add_argument(
         "--check", metavar="EXPR", help='thresholds, e.g. "p99<50ms,loss==0"; a failure exits 1'
     )
+    out.add_argument(
+        "--exit-code-on-error",
+        type=int,
+        default=1,
+        metavar="CODE",
+        help="exit status when a request failed or an error was counted (Locust's flag) [1]",
+    )
     out.add_argument("--no-live", action="store_true", help="no live view while running")
     out.add_argument("-q", "--quiet", action="store_true", help="print only problems and checks")
     out.add_argument("--list-scenarios", action="store_true", help="list built-in scenarios")
@@ -299,6 +311,7 @@ async def _run(
     if checks is not None:
         results = evaluate(checks, lambda name: metric(report, name))
         report = build_report(coord, command, results)
+    report["exit"] = verdict(report, results, args.exit_code_on_error)
     if not args.quiet:
         print_summary(report, out)
     else:
@@ -306,12 +319,26 @@ async def _run(
             print("problems: " + "; ".join(report["problems"]))
         for r in results or []:
             print(r.describe())
+    reasons = "; ".join(report["exit"]["reasons"])
+    if report["exit"]["code"]:
+        print(f"run failed (exit {report['exit']['code']}): {reasons}")
+    elif reasons:
+        print(f"exit 0 (--exit-code-on-error 0) despite: {reasons}")
     if args.json:
         write_json(report, args.json)
     if args.csv:
         write_csv(report, args.csv)
     if args.html:
         write_html(report, args.html)
-    if results is not None and not all(r.passed for r in results):
-        return 1
-    return 0
+    return int(report["exit"]["code"])
+
+
+def verdict(report: dict[str, Any], results: list | None, on_error: int) -> dict[str, Any]:
+    """The exit status and its reasons: failed checks (1), then failed
+    requests and errors (``on_error``, Locust's ``--exit-code-on-error``)."""
+    from hubbub.loadtest.reports.report import failures
+
+    failed_checks = [r.describe() for r in results or [] if not r.passed]
+    failed = failures(report)
+    code = 1 if failed_checks else (on_error if failed else 0)
+    return {"code": code, "reasons": failed_checks + failed}

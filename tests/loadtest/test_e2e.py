@@ -108,6 +108,7 @@ def test_connect_storm_counts_connects_and_refusals(
         tmp_path,
         "--scenario", "connect-storm", "-u", "300", "-r", "300", "-t", "2s",
         "--workers", "2", "--source-ips", "4", "--host", node.tcp_url,
+        "--exit-code-on-error", "0",  # the 50 refusals are the point (Locust's rule: exit 1)
     )  # fmt: skip
     assert code == 0, out
     connect = report["requests"]["connect"]
@@ -154,6 +155,7 @@ def test_reconnect_storm_through_a_node_restart(
             "--scenario", "reconnect-storm", "-u", "13", "-r", "100", "-t", "4s",
             "--rate", "20", "--workers", "2", "--host", first.tcp_url,
             "--disrupt-at", "1s", "--disrupt-cmd", f"kill -TERM {first.proc.pid}",
+            "--exit-code-on-error", "0",  # requests fail while the node restarts: the point
         )  # fmt: skip
     finally:
         watcher.join(30)
@@ -248,3 +250,29 @@ def test_bad_invocations_exit_2(tmp_path: Path) -> None:
             env={**os.environ, "COLUMNS": "120"},
         )  # fmt: skip
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+
+
+def test_a_sigkilled_node_fails_the_run_even_when_loss_is_zero(
+    node_factory: Callable[..., NodeProc], tmp_path: Path
+) -> None:
+    """Issue 11 item 6: ``--check "loss==0"`` alone passed a run in which the
+    node was SIGKILLed (loss counts only accepted publications). Locust's rule:
+    any failed request exits 1, and the summary says why; ``--exit-code-on-error
+    0`` keeps such a run green when the disruption is the point."""
+    for on_error, expected in (("1", 1), ("0", 0)):
+        node = node_factory()
+        code, report, out = run_tool(
+            tmp_path,
+            "--scenario", "livefeed", "-u", "6", "-t", "2.5s", "--rate", "20", "--workers", "1",
+            "--host", node.tcp_url, "--disrupt-at", "1s",
+            "--disrupt-cmd", f"kill -KILL {node.proc.pid}",
+            "--check", "loss==0", "--exit-code-on-error", on_error,
+        )  # fmt: skip
+        assert code == expected, out
+        assert report["passed"] is True  # the check itself passes: nothing accepted was lost
+        assert report["exit"]["code"] == expected
+        assert any("publish requests failed" in r for r in report["exit"]["reasons"]), report[
+            "exit"
+        ]
+        line = "run failed (exit 1): " if expected else "exit 0 (--exit-code-on-error 0) despite: "
+        assert line in out, out

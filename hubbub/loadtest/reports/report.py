@@ -118,6 +118,22 @@ def build_report(
     return report
 
 
+def failures(report: dict[str, Any]) -> list[str]:
+    """Why the run counts as failed by Locust's rule (any failed request or
+    error): e.g. "38 of 50 publish requests failed". Empty when none did."""
+    reasons = [
+        f"{r['failures']:,} of {r['count']:,} {name} requests failed"
+        for name, r in report["requests"].items()
+        if r["failures"]
+    ]
+    if report["summary"]["connect_failures"] and not report["requests"].get("connect"):
+        reasons.append(f"{report['summary']['connect_failures']:,} connections failed")
+    if report["errors"]:
+        top = ", ".join(f"{k} x{v:,}" for k, v in list(report["errors"].items())[:3])
+        reasons.append(f"{report['summary']['errors']:,} errors ({top})")
+    return reasons
+
+
 def _correctness(coord: Coordinator) -> tuple[dict[str, Any], Tally]:
     """The workers' tallies summed per group and in total, beside the publishers' ledger."""
     tallies: dict[str, Tally] = {}
