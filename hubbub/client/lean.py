@@ -85,8 +85,9 @@ class Listener:
     def recovered(self, count: int) -> None:
         """A re-subscribe brought ``count`` missed publications from history."""
 
-    def recovery_refused(self) -> None:
-        """A re-subscribe's position was gone (``recovered: false``)."""
+    def recovery_refused(self, channel: str) -> None:
+        """A re-subscribe to ``channel`` found its position gone (``recovered:
+        false``): the client must reload what it missed."""
 
     def lagged(self, dropped: int) -> None:
         """The server skipped ``dropped`` publications for this slow client (``lag``)."""
@@ -441,7 +442,7 @@ class LeanSession:
                 p for p in pubs if not (isinstance(p.get("offset"), int) and p["offset"] <= seen)
             ]
             if ok.get("recovered") is False:
-                listener.recovery_refused()
+                listener.recovery_refused(channel)
             elif pubs:
                 listener.recovered(len(pubs))
         on_pub = self.on_pub

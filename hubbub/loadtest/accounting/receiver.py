@@ -56,6 +56,15 @@ class Receiver:
                 tracker.end = tracker.next - 1
             mine[stream] = tracker
 
+    def reloaded(self, channel: str) -> None:
+        """A re-subscribe to ``channel`` was answered ``recovered: false``: what
+        is missed from here to the next number received is reloaded, not lost."""
+        mine = self.heard.get(channel, {})
+        for stream, state in mine.items():
+            tracker = SeqTracker.unpack(state) if isinstance(state, int) else state
+            tracker.reloads.append(tracker.next)
+            mine[stream] = tracker
+
     def on_pub(self, channel: str, data: Any, now: float) -> None:
         """One received publication (``data`` as decoded), at ``now`` (monotonic)."""
         group = self.group

@@ -16,6 +16,12 @@ every worker, and :func:`account` compares, receiver by receiver:
 
 So ``delivered + lost == expected`` always, and when every subscriber was in
 place before publishing began, ``expected == sent x subscribers``.
+
+- reloaded = numbers a receiver missed right after the server told it that
+  they could not be recovered (a re-subscribe answered ``recovered: false``:
+  the history was wiped, e.g. a Redis restart without persistence). The client
+  reloads its state instead (PROTOCOL.md §3); those numbers are not expected
+  and are counted apart, never as lost.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class SeqTracker:
     holds the missing ranges ``[lo, hi)`` between them, sorted.
     """
 
-    __slots__ = ("count", "dup", "end", "first", "holes", "next", "reorder")
+    __slots__ = ("count", "dup", "end", "first", "holes", "next", "reloads", "reorder")
 
     @classmethod
     def unpack(cls, packed: int) -> SeqTracker:
@@ -65,6 +71,8 @@ class SeqTracker:
         self.reorder = 0
         #: Set when the receiver left the channel: numbers after it are not expected.
         self.end: int | None = None
+        #: ``next`` at each reload (recovery refused): the hole starting there is reloaded.
+        self.reloads: list[int] = []
 
     def add(self, seq: int) -> int:
         """Record ``seq``; returns IN_ORDER, GAP, FILLED or DUPLICATE."""
@@ -214,6 +222,8 @@ class Tally:
     """Arrived though the publisher never got the server's confirmation."""
     unknown: int = 0
     """Arrived from a stream no publisher reported."""
+    reloaded: int = 0
+    """Missed after a recovery the server refused (the client reloads): not expected."""
 
     def add(self, other: Tally) -> None:
         for f in fields(self):
@@ -245,6 +255,10 @@ def account_stream(
         return
     expected = top - base + 1
     missing = tracker.missing_in(base, top)
+    reloaded = _reloaded(tracker, base, top)
+    expected -= reloaded
+    missing -= reloaded
+    tally.reloaded += reloaded
     for seq in info.nak:
         if base <= seq <= top:
             expected -= 1
@@ -255,6 +269,18 @@ def account_stream(
     tally.expected += expected
     tally.lost += missing
     tally.delivered += expected - missing
+
+
+def _reloaded(tracker: SeqTracker, base: int, top: int) -> int:
+    """Numbers in ``[base, top]`` of the holes that start at a reload point (what
+    was missed from the refused recovery to the first number after it)."""
+    total = 0
+    for point in tracker.reloads:
+        for lo, hi in tracker.holes:
+            if lo == point:
+                a, b = max(lo, base), min(hi, top + 1)
+                total += max(0, b - a)
+    return total
 
 
 #: A receiver's streams: channel -> stream id -> packed int or tracker.

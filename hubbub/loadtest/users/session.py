@@ -126,8 +126,9 @@ class FastSession(Listener):
     def recovered(self, count: int) -> None:
         self.stats.counts["recovered"] += count
 
-    def recovery_refused(self) -> None:
+    def recovery_refused(self, channel: str) -> None:
         self.stats.counts["recovery_failed"] += 1
+        self.receiver.reloaded(channel)
 
     def lagged(self, dropped: int) -> None:
         self.stats.counts["lagged"] += dropped

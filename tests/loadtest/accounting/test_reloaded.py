@@ -1,0 +1,26 @@
+"""loadtest accounting: numbers missed after a refused recovery are reloaded, not lost."""
+
+from __future__ import annotations
+
+from hubbub.loadtest.accounting.sequences import SeqTracker, StreamInfo, Tally, account_stream
+
+
+def test_a_refused_recovery_turns_the_following_gap_into_reloaded() -> None:
+    tracker = SeqTracker(1)
+    for seq in range(2, 6):
+        tracker.add(seq)
+    tracker.reloads.append(tracker.next)  # recovered: false while 6.. were missed
+    for seq in range(9, 12):
+        tracker.add(seq)
+    tally = Tally()
+    account_stream(tracker, StreamInfo("c", 0.0, 11), 0.0, tally)
+    assert (tally.reloaded, tally.lost, tally.delivered, tally.expected) == (3, 0, 8, 8)
+
+
+def test_a_gap_without_a_reload_is_lost() -> None:
+    tracker = SeqTracker(1)
+    tracker.add(2)
+    tracker.add(5)
+    tally = Tally()
+    account_stream(tracker, StreamInfo("c", 0.0, 5), 0.0, tally)
+    assert (tally.reloaded, tally.lost, tally.delivered) == (0, 2, 3)
