@@ -17,11 +17,12 @@ every worker, and :func:`account` compares, receiver by receiver:
 So ``delivered + lost == expected`` always, and when every subscriber was in
 place before publishing began, ``expected == sent x subscribers``.
 
-- reloaded = numbers a receiver missed right after the server told it that
-  they could not be recovered (a re-subscribe answered ``recovered: false``:
-  the history was wiped, e.g. a Redis restart without persistence). The client
-  reloads its state instead (PROTOCOL.md §3); those numbers are not expected
-  and are counted apart, never as lost.
+- reloaded = numbers a receiver missed around a recovery the server refused (a
+  re-subscribe answered ``recovered: false``: the history was wiped, e.g. a
+  Redis restart without persistence): those missing since the previous refusal
+  (or its first number) and those from the refusal to the next number
+  received. The server told the client, which reloads its state instead
+  (PROTOCOL.md §3); they are not expected and are counted apart, never lost.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class SeqTracker:
         self.reorder = 0
         #: Set when the receiver left the channel: numbers after it are not expected.
         self.end: int | None = None
-        #: ``next`` at each reload (recovery refused): the hole starting there is reloaded.
+        #: At each refused recovery, ``next`` then: what is missing before it (since
+        #: the previous one) and the hole that starts there are reloaded.
         self.reloads: list[int] = []
 
     def add(self, seq: int) -> int:
@@ -255,7 +257,7 @@ def account_stream(
         return
     expected = top - base + 1
     missing = tracker.missing_in(base, top)
-    reloaded = _reloaded(tracker, base, top)
+    reloaded = _reloaded(tracker, base, top, info.nak)
     expected -= reloaded
     missing -= reloaded
     tally.reloaded += reloaded
@@ -271,15 +273,29 @@ def account_stream(
     tally.delivered += expected - missing
 
 
-def _reloaded(tracker: SeqTracker, base: int, top: int) -> int:
-    """Numbers in ``[base, top]`` of the holes that start at a reload point (what
-    was missed from the refused recovery to the first number after it)."""
-    total = 0
+def _reloaded(tracker: SeqTracker, base: int, top: int, nak: frozenset[int]) -> int:
+    """Missing numbers of ``[base, top]`` (not refused ones: those are not
+    expected anyway) that a refused recovery covers (see the module doc)."""
+    spans: list[tuple[int, int]] = []  # [lo, hi)
+    floor = base
     for point in tracker.reloads:
+        spans.append((floor, point))
         for lo, hi in tracker.holes:
             if lo == point:
-                a, b = max(lo, base), min(hi, top + 1)
-                total += max(0, b - a)
+                spans.append((lo, hi))
+        floor = point
+    merged: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    total = 0
+    for lo, hi in merged:
+        lo, hi = max(lo, base), min(hi, top + 1)
+        if lo < hi:
+            gone = tracker.missing_in(lo, hi - 1)
+            total += gone - sum(1 for seq in nak if lo <= seq < hi and not tracker.has(seq))
     return total
 
 

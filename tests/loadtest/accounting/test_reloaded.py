@@ -24,3 +24,25 @@ def test_a_gap_without_a_reload_is_lost() -> None:
     tally = Tally()
     account_stream(tracker, StreamInfo("c", 0.0, 5), 0.0, tally)
     assert (tally.reloaded, tally.lost, tally.delivered) == (0, 2, 3)
+
+
+def test_refused_numbers_in_a_reloaded_gap_are_not_counted_twice() -> None:
+    tracker = SeqTracker(1)
+    tracker.add(2)
+    tracker.add(6)  # 3..5 missed: 3 refused by the server, 4, 5 in the gap
+    tracker.reloads.append(tracker.next)  # the refusal came after 6 arrived
+    tracker.add(7)
+    tally = Tally()
+    account_stream(tracker, StreamInfo("c", 0.0, 7, frozenset({3})), 0.0, tally)
+    assert (tally.reloaded, tally.lost, tally.delivered, tally.expected) == (2, 0, 4, 4)
+
+
+def test_two_refusals_count_each_missing_number_once() -> None:
+    tracker = SeqTracker(1)
+    tracker.reloads.append(tracker.next)  # at 2
+    tracker.add(5)  # 2..4 reloaded
+    tracker.reloads.append(tracker.next)  # at 6
+    tracker.add(8)  # 6, 7 reloaded
+    tally = Tally()
+    account_stream(tracker, StreamInfo("c", 0.0, 8), 0.0, tally)
+    assert (tally.reloaded, tally.lost, tally.delivered) == (5, 0, 3)
