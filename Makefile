@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test check bench fuzz clean
+.PHONY: install system-deps run test check bench fuzz soak clean
 
 # The venv is (re)built when missing or older than pyproject.toml or the system package list.
 $(STAMP): pyproject.toml .ci/system-deps
@@ -38,6 +38,11 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Delivery under churn (tests/e2e/soak.py): 3 nodes, redis-server, thousands of
+# hubbub-loadtest clients, rolling restart, node and Redis SIGKILL; non-zero on any loss.
+soak: $(STAMP)
+	$(BIN)/python -m tests.e2e.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
