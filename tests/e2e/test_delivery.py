@@ -55,8 +55,10 @@ async def test_resubscribing_client_gets_no_duplicates_from_a_fast_publisher(
     proxy = RedisProxy(redis_server.port)
     await proxy.start()
     proxy.sub_delay = 0.02
-    publisher_node = node_factory(CONFIG, redis=[redis_server.url])
-    subscriber_node = node_factory(CONFIG, redis=[proxy.url])
+    config = CONFIG.replace("history_size = 1000\n", "history_size = 200000\n")
+    assert config != CONFIG  # a history the fast publisher does not outrun between rounds
+    publisher_node = node_factory(config, redis=[redis_server.url])
+    subscriber_node = node_factory(config, redis=[proxy.url])
     await eventually(partial(_status_is, subscriber_node, 200))  # the proxy ran only now
     channel = "chat:dup-probe"
     publishers = [await open_tcp(publisher_node), await open_tcp(subscriber_node)]
