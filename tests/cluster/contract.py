@@ -394,23 +394,26 @@ class BrokerContract:
         hub = Hub(broker, Stats())
         handler.forward = hub
         stop = asyncio.Event()
+        big = ChannelOptions(history_size=100_000, history_ttl=300.0)  # never outrun here
 
         async def publish() -> None:
             i = 0
             while not stop.is_set():
                 i += 1
-                await broker.publish(channel, i, options=HISTORY)
+                await broker.publish(channel, i, options=big)
+                await asyncio.sleep(0)  # an engine that never suspends must not starve the test
 
+        await broker.publish(channel, 0, options=big)  # the history (and its epoch) exists
         publisher = asyncio.create_task(publish())
         try:
-            since = (await broker.history(channel, options=HISTORY, limit=0)).position
+            since = (await broker.history(channel, options=big, limit=0)).position
             seen: list[int] = []
             for _ in range(40):
                 sub = Subscriber()
                 await hub.acquire(channel)
                 hub.buffer(sub, channel)  # type: ignore[arg-type]
-                recovery = await broker.recover(channel, since, options=HISTORY)
-                assert recovery.recovered
+                recovery = await broker.recover(channel, since, options=big)
+                assert recovery.recovered, (since, recovery.position)
                 top = recovery.position
                 hub.activate(sub, channel, top.offset, top.epoch)  # type: ignore[arg-type]
                 await asyncio.sleep(0.005)
