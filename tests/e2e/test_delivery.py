@@ -55,14 +55,19 @@ async def test_resubscribing_client_gets_no_duplicates_from_a_fast_publisher(
     proxy = RedisProxy(redis_server.port)
     await proxy.start()
     proxy.sub_delay = 0.02
-    config = CONFIG.replace("history_size = 1000\n", "history_size = 200000\n")
-    assert config != CONFIG  # a history the fast publisher does not outrun between rounds
+    # A history the fast publisher does not outrun between rounds, and replies
+    # large enough for what it publishes meanwhile (a recovery must fit in one).
+    config = CONFIG.replace("history_size = 1000\n", "history_size = 200000\n").replace(
+        "message_burst = 100000\n", "message_burst = 100000\nmax_frame = 16777216\n"
+    )
+    assert config.count("200000") == 1 and "max_frame" in config
     publisher_node = node_factory(config, redis=[redis_server.url])
     subscriber_node = node_factory(config, redis=[proxy.url])
     await eventually(partial(_status_is, subscriber_node, 200))  # the proxy ran only now
     channel = "chat:dup-probe"
     publishers = [await open_tcp(publisher_node), await open_tcp(subscriber_node)]
     client = await open_tcp(subscriber_node)
+    await publishers[0].ok("publish", channel=channel, data="first")  # the history exists
     stop = asyncio.Event()
     publishing = asyncio.gather(*(publish_until(p, channel, stop) for p in publishers))
     try:
@@ -73,7 +78,7 @@ async def test_resubscribing_client_gets_no_duplicates_from_a_fast_publisher(
         seen: list[int] = []
         for _ in range(40):
             reply = await client.ok("subscribe", channel=channel, recover=True, since=since)
-            assert reply["recovered"] is True, reply
+            assert reply["recovered"] is True, (since, reply)
             await asyncio.sleep(0.005)
             await client.ok("unsubscribe", channel=channel)
             got = pub_offsets(reply["publications"], channel) + pub_offsets(
