@@ -464,11 +464,6 @@ class LeanSession:
             sub = self.subs.get(channel)  # type: ignore[arg-type]
             if sub is not None:
                 sub.offset = offset
-                # A subscribe before the channel's first publication replied an
-                # empty position whose epoch is no history's: the first pub's is.
-                epoch = message.get("epoch")
-                if epoch is not None:
-                    sub.epoch = epoch
         on_pub = self.on_pub
         if on_pub is not None:
             on_pub(channel, message.get("data"), now)  # type: ignore[arg-type]

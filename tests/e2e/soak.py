@@ -12,7 +12,7 @@ and the exit status is non-zero on any loss or duplicate, on a drained node
 that does not exit 0, or on a broken run.
 
     python -m tests.e2e.soak            # the full run (make soak)
-    python -m tests.e2e.soak --short    # the CI run (tests/e2e/test_soak.py)
+    python -m tests.e2e.soak --short    # 300 clients, about 40 s
 """
 
 from __future__ import annotations
