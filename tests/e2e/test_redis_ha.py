@@ -100,6 +100,11 @@ def check_nothing_acked_was_lost(got: list[Publication], stream: Stream) -> None
 # -- Sentinel ----------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known defect, issue 15 open: publications acknowledged by the old primary just "
+    "before it is killed can be lost (asynchronous replication; WAIT not done yet)",
+)
 async def test_sentinel_failover_under_a_publish_stream(
     redis_sentinel: SentinelGroup, node_factory: NodeFactory, stack: AsyncExitStack
 ) -> None:
