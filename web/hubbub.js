@@ -606,6 +606,13 @@ export class Client extends Emitter {
       case "lag":
         if (sub) this._onLag(sub, Number.isInteger(message.dropped) ? message.dropped : 0);
         break;
+      case "unsubscribe": // the server ended it (a refresh whose token no longer allows it)
+        if (sub) {
+          this.subscriptions.delete(sub.channel);
+          const code = Number.isInteger(message.code) ? message.code : 0;
+          sub._finish(new ReplyError(code, String(message.reason ?? ""), null, message));
+        }
+        break;
       case "error":
         this.emit("error", ReplyError.fromWire(message));
         break;

@@ -598,6 +598,9 @@ class Client:
         elif push == "lag":
             if sub is not None and isinstance(channel, str):
                 self._on_lag(sub, message.get("dropped"))
+        elif push == "unsubscribe":
+            if sub is not None and isinstance(channel, str):
+                self._on_unsubscribed(sub, message)
         elif push == "error":
             error = ReplyError.from_wire(message)
             self.errors.append(error)
@@ -610,6 +613,15 @@ class Client:
             return Disconnected.from_push(message)
         # Unknown pushes are ignored: the protocol may add some (PROTOCOL.md intro).
         return None
+
+    def _on_unsubscribed(self, sub: Subscription, message: dict[str, Any]) -> None:
+        """The server ended ``sub`` (a ``refresh`` whose token no longer allows
+        it): its iterator raises the reason, and no reconnect re-subscribes it."""
+        if self._subs.get(sub.channel) is sub:
+            del self._subs[sub.channel]
+        code = message.get("code")
+        reason = str(message.get("reason", ""))
+        sub._finish(ReplyError(code if isinstance(code, int) else 0, reason, None, message))
 
     def _on_lag(self, sub: Subscription, dropped: Any) -> None:
         count = dropped if isinstance(dropped, int) else 0

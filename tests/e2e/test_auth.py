@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from hubbub.client import Client, ReplyError
 from tests.e2e.probes import metric
 from tests.e2e.rawclient import channel, open_tcp, open_ws
 from tests.procs import NodeProc, start_node
@@ -262,3 +263,24 @@ async def test_a_narrowing_refresh_unsubscribes_what_it_no_longer_allows(
     assert reply["error"]["code"] == 409  # already ended by the refresh
     await client.close()
     await publisher.close()
+
+
+async def test_the_python_client_ends_a_subscription_a_refresh_no_longer_allows(
+    auth_node: NodeProc,
+) -> None:
+    """The client used to ignore the ``unsubscribe`` push: the iterator waited
+    forever and every reconnect subscribed the channel again (and got 403)."""
+    chat, news = channel("chat:"), channel("news")
+    async with Client(auth_node.tcp_url, token=token(channels=["chat:*", "news*"])) as c:
+        narrowed = await c.subscribe(chat)
+        kept = await c.subscribe(news)
+        await c.refresh(token(channels=["news*"]))
+        with pytest.raises(ReplyError) as ended:
+            async with asyncio.timeout(5):
+                await anext(aiter(narrowed))
+        assert ended.value.code == 403, ended.value
+        assert narrowed.closed and not kept.closed
+        assert list(c.subscriptions) == [news]
+        await c.publish(news, "still")
+        pub = await asyncio.wait_for(anext(aiter(kept)), 5)
+        assert pub.data == "still"

@@ -324,6 +324,23 @@ describe("tokens", { concurrency: true }, () => {
     await until(() => got.length === 1, "a publication after the new token");
   });
 
+  test("a refresh that no longer allows a channel ends its subscription (unsubscribe push)", async () => {
+    const n = await sharedNode(AUTH);
+    const c = client(n.url, { token: makeToken("dee", 60, SECRET, { channels: ["chat:*", "news*"] }) });
+    await c.connect();
+    const chat = c.subscribe("chat:narrowed");
+    const news = c.subscribe("news-kept");
+    let ended = null;
+    chat.on("unsubscribed", (err) => (ended = err));
+    await Promise.all([chat.ready, news.ready]);
+    await c.refresh(makeToken("dee", 60, SECRET, { channels: ["news*"] }));
+    await until(() => ended !== null, "the unsubscribe push");
+    assert.ok(ended instanceof ReplyError);
+    assert.equal(ended.code, 403);
+    assert.equal(chat.state, "closed");
+    assert.deepEqual([...c.subscriptions.keys()], ["news-kept"]);
+  });
+
   test("without getToken a 3005 is final", async () => {
     const n = await sharedNode(AUTH);
     const c = client(n.url, { token: makeToken("cy", 60) });

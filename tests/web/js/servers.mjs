@@ -47,9 +47,9 @@ export function startNode(config = "", { redis = [] } = {}) {
 }
 
 /** An HS256 JWT for `sub` that expires in `seconds`. */
-export function makeToken(sub, seconds, secret = SECRET) {
+export function makeToken(sub, seconds, secret = SECRET, claims = {}) {
   const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
-  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + seconds })}`;
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + seconds, ...claims })}`;
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
