@@ -334,19 +334,22 @@ async def test_a_large_declared_body_is_refused_before_it_is_read(
     assert closed and API_KEY not in body.decode()
 
 
-async def test_an_endless_chunked_body_is_cut_at_the_limit(limited_node: NodeProc) -> None:
-    assert limited_node.admin is not None
-    reader, writer = await asyncio.open_connection(*limited_node.admin)
+async def _trickle(node: NodeProc, head: bytes, piece: bytes, times: int, wait: float) -> bytes:
+    """Send an authorised ``POST /api/publish`` head, then ``piece`` up to
+    ``times`` times, ``wait`` seconds apart, until the node answers."""
+    assert node.admin is not None
+    reader, writer = await asyncio.open_connection(*node.admin)
     writer.write(
-        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\n"
+        + head
         + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
     )
     got = b""
-    for _ in range(200):  # 200 KB at most; the limit is 4 KB
+    for _ in range(times):
         try:
-            writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            writer.write(piece)
             await writer.drain()
-            got += await asyncio.wait_for(reader.read(65536), 0.05)
+            got += await asyncio.wait_for(reader.read(65536), wait)
         except TimeoutError:
             continue
         except ConnectionError:
@@ -354,6 +357,13 @@ async def test_an_endless_chunked_body_is_cut_at_the_limit(limited_node: NodePro
         if got:
             break
     writer.close()
+    return got
+
+
+async def test_an_endless_chunked_body_is_cut_at_the_limit(limited_node: NodeProc) -> None:
+    # 200 KB at most; the limit is 4 KB
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    got = await _trickle(limited_node, b"Transfer-Encoding: chunked\r\n", chunk, 200, 0.05)
     ((status, _),) = _responses(got)
     assert status == 413, got
 
@@ -361,25 +371,8 @@ async def test_an_endless_chunked_body_is_cut_at_the_limit(limited_node: NodePro
 async def test_a_trickled_body_is_cut_at_the_request_timeout(limited_node: NodeProc) -> None:
     """A body trickled a byte at a time, each within any per-read timeout,
     used to be kept open; the request as a whole has admin_request_timeout."""
-    assert limited_node.admin is not None
-    reader, writer = await asyncio.open_connection(*limited_node.admin)
-    writer.write(
-        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-        + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
-    )
-    got = b""
-    for _ in range(40):  # 40 x 0.25 s, the timeout is 1 s
-        try:
-            writer.write(b"{")
-            await writer.drain()
-            got += await asyncio.wait_for(reader.read(65536), 0.25)
-        except TimeoutError:
-            continue
-        except ConnectionError:
-            break
-        if got:
-            break
-    writer.close()
+    # 40 x 0.25 s, the timeout is 1 s
+    got = await _trickle(limited_node, b"Content-Length: 100\r\n", b"{", 40, 0.25)
     ((status, _),) = _responses(got)
     assert status == 408, got
 
