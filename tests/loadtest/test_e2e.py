@@ -199,7 +199,9 @@ def test_a_node_killed_mid_run_is_not_a_clean_report(
 def test_slow_consumers_do_not_hold_back_the_fast_ones(
     node_factory: Callable[..., NodeProc], tmp_path: Path
 ) -> None:
-    node = node_factory('[limits]\noutbound_buffer = 65536\nslow_consumer = "disconnect"\n')
+    # 256 KB: a slow reader (4 KB receive buffer, 0.2 s pauses) passes it within
+    # about 0.2 s of 1.4 MB/s; 64 KB also cut fast readers starved of CPU by a loaded machine.
+    node = node_factory('[limits]\noutbound_buffer = 262144\nslow_consumer = "disconnect"\n')
     code, report, out = run_tool(
         tmp_path,
         "--scenario", "slow-consumers", "-u", "10", "-t", "2.5s", "--rate", "90",
