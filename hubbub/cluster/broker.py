@@ -127,6 +127,8 @@ class BackendState:
     subscriber_connected: bool
     reconnects: int
     reader_restarts: int
+    #: Delivery probes that went missing (each dropped the pub/sub connection).
+    probe_misses: int = 0
 
 
 class BrokerHandler(Protocol):

@@ -31,9 +31,16 @@ def check_redis_urls(urls: Sequence[str]) -> None:
                 raise ValueError("a redis+cluster:// URL is a whole cluster: give it alone")
 
 
-def make_broker(redis_urls: Sequence[str], *, node_id: str) -> Broker:
+def make_broker(
+    redis_urls: Sequence[str],
+    *,
+    node_id: str,
+    probe_interval: float = 1.0,
+    probe_timeout: float = 3.0,
+) -> Broker:
     """The in-memory engine without Redis URLs; the Redis engine with them (the
-    Redis Cluster engine for a ``redis+cluster://`` URL)."""
+    Redis Cluster engine for a ``redis+cluster://`` URL), its pub/sub
+    connections probed every ``probe_interval`` seconds (0: not probed)."""
     if not redis_urls:
         from hubbub.cluster.memory import MemoryBroker
 
@@ -42,7 +49,17 @@ def make_broker(redis_urls: Sequence[str], *, node_id: str) -> Broker:
     if redis_urls[0].startswith("redis+cluster://"):
         from hubbub.cluster.redis_cluster import ClusterBroker
 
-        return ClusterBroker(redis_urls[0], node_id=node_id)
+        return ClusterBroker(
+            redis_urls[0],
+            node_id=node_id,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+        )
     from hubbub.cluster.redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
 
-    return RedisBroker(list(redis_urls), node_id=node_id)  # type: ignore[no-any-return,unused-ignore]
+    return RedisBroker(  # type: ignore[no-any-return,unused-ignore]
+        list(redis_urls),
+        node_id=node_id,
+        probe_interval=probe_interval,
+        probe_timeout=probe_timeout,
+    )

@@ -29,7 +29,7 @@ import asyncio
 import itertools
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from hubbub.cluster.broker import (
     BackendState,
@@ -54,6 +54,8 @@ from hubbub.protocol.messages import StreamPosition
 #: The instance part of this engine's empty epochs (``~r.<ms>``, cluster.broker).
 EMPTY_INSTANCE = "r"
 
+S = TypeVar("S", bound=Shard)
+
 
 class RedisBroker(Broker):
     """The broker of a cluster: one or more Redis servers (shards) shared by every node."""
@@ -68,10 +70,21 @@ class RedisBroker(Broker):
     publish_command: bytes = b"PUBLISH"
     publish_script: Script = PUBLISH
 
-    def __init__(self, urls: list[str], *, node_id: str, prefix: str = "hubbub") -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        node_id: str,
+        prefix: str = "hubbub",
+        probe_interval: float = 1.0,
+        probe_timeout: float = 3.0,
+    ) -> None:
         if not urls:
             raise ValueError("the Redis engine needs at least one URL")
         self.node_id = node_id or secrets.token_hex(4)
+        #: The delivery probe of every pub/sub connection (cluster.redis_probe).
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
         self.keys = self.keys_class(prefix)
         self.shards = self._make_shards(urls)
         self.presence_store = Presence(self.keys, self.backend_for)
@@ -90,7 +103,18 @@ class RedisBroker(Broker):
     # -- lifecycle -------------------------------------------------------------
 
     def _make_shards(self, urls: list[str]) -> list[Shard]:
-        return [Shard(i, url, self.keys, node_id=self.node_id) for i, url in enumerate(urls)]
+        return [self._shard(i, url, Shard) for i, url in enumerate(urls)]
+
+    def _shard(self, index: int | str, url: str, cls: type[S]) -> S:
+        """A shard of this engine (``cls``: a Redis Cluster primary's is a subclass)."""
+        return cls(
+            index,
+            url,
+            self.keys,
+            node_id=self.node_id,
+            probe_interval=self.probe_interval,
+            probe_timeout=self.probe_timeout,
+        )
 
     def _registry_backend(self) -> Backend:
         """Where the registry of live nodes is kept: the first shard."""
@@ -160,6 +184,7 @@ class RedisBroker(Broker):
                 subscriber_connected=shard.subscriber.connected,
                 reconnects=shard.subscriber.reconnects,
                 reader_restarts=shard.subscriber.restarts,
+                probe_misses=shard.subscriber.probe.misses,
             )
             for shard in self.shards
         ]

@@ -24,12 +24,24 @@ channel whose slot is now owned by another primary is subscribed there
 which moved with the slot) and dropped from the old one; primaries that own
 nothing any more are closed. While a slot has no reachable primary, its
 channels' commands are refused with 503 and ``healthy`` is False (``/readyz``).
+
+The delivery probe (:mod:`cluster.redis_probe`) of a sharded pub/sub
+connection must reach that primary's subscribers: an ``SPUBLISH`` goes only to
+the connections of the primary owning the channel's slot. So after each
+refresh every primary gets a probe channel ``<prefix>:probe:<node>.<random>:{<tag>}``
+whose tag hashes to a slot it owns (kept while it owns it), published with
+``SPUBLISH`` on that primary's own command connection. A ``MOVED``/``ASK`` to a
+probe (the slot left or is leaving) drops that channel and refreshes the map;
+a new one in another slot follows. A primary that owns no slot (one being
+emptied) is not probed; its subscriber is not connected unless channels are
+still being moved off it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -102,6 +114,40 @@ class ClusterShard(Shard):
     """One cluster primary: commands, health, sharded pub/sub."""
 
     subscriber_class = ShardedSubscriber
+    probe_command = b"SPUBLISH"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._probe_tags = 0
+
+    def first_probe_channel(self) -> bytes | None:
+        """None until :meth:`place_probe` puts one in a slot the map says is ours."""
+        return self.subscriber.probe_channel
+
+    def place_probe(self, owners: Sequence[Shard | None]) -> None:
+        """Keep the probe channel in a slot this primary owns (none: not probed)."""
+        subscriber = self.subscriber
+        if not subscriber.probe.enabled:
+            return
+        current = subscriber.probe_channel
+        if current is not None and owners[key_slot(current)] is self:
+            return
+        subscriber.set_probe_channel(self._probe_channel_in(owners))
+
+    def _probe_channel_in(self, owners: Sequence[Shard | None]) -> bytes | None:
+        owned = sum(1 for owner in owners if owner is self)
+        if not owned:
+            return None
+        while True:  # a tag lands in an owned slot with odds owned/SLOTS per try
+            self._probe_tags += 1
+            rch = self.keys.probe(f"{self.probe_name}:{{{self._probe_tags:x}}}")
+            if owners[key_slot(rch)] is self:
+                return rch
+
+    def probe_failed(self, exc: Exception) -> None:
+        if isinstance(exc, AskError):  # MOVED or ASK: the slot is (being) given away
+            self.subscriber.set_probe_channel(None)
+            self.sharded.on_moved([])  # refresh the map: a new probe channel follows
 
     @property
     def healthy(self) -> bool:
@@ -172,7 +218,15 @@ class ClusterBroker(RedisBroker):
     #: Redirects (MOVED, ASK) one command or subscribe follows before a 503.
     max_redirects: int = 5
 
-    def __init__(self, url: str, *, node_id: str, prefix: str = "hubbub") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_id: str,
+        prefix: str = "hubbub",
+        probe_interval: float = 1.0,
+        probe_timeout: float = 3.0,
+    ) -> None:
         self.target = parse_cluster_url(url)
         self._owners: list[Shard | None] = [None] * SLOTS
         self._covered = False
@@ -188,7 +242,13 @@ class ClusterBroker(RedisBroker):
         self._refreshes = 0
         self._wake = asyncio.Event()
         self._shard_ids = itertools.count()
-        super().__init__([url], node_id=node_id, prefix=prefix)
+        super().__init__(
+            [url],
+            node_id=node_id,
+            prefix=prefix,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+        )
         self.topology = Supervised("redis-cluster-topology", self._watch)
 
     def _make_shards(self, urls: list[str]) -> list[Shard]:
@@ -250,11 +310,8 @@ class ClusterBroker(RedisBroker):
             auth = ""
             if self.target.password is not None or self.target.username:
                 auth = f"{quote(self.target.username or '')}:{quote(self.target.password or '')}@"
-            shard = ClusterShard(
-                f"c{next(self._shard_ids)}",
-                f"redis://{auth}{host}:{port}/0",
-                self.keys,
-                node_id=self.node_id,
+            shard = self._shard(
+                f"c{next(self._shard_ids)}", f"redis://{auth}{host}:{port}/0", ClusterShard
             )
             shard.sharded.on_moved = self._on_moved
             self._primaries[address] = shard
@@ -292,6 +349,8 @@ class ClusterBroker(RedisBroker):
             self._covered = all(owner is not None for owner in owners)
             self._known = list(dict.fromkeys([*self.target.seeds, *nodes]))
             self._refreshes += 1
+            for primary in self._primaries.values():
+                primary.place_probe(owners)
             self._reconcile()
             await self._retire()
             return True

@@ -18,6 +18,10 @@ key                                   type      holds
 ``hubbub:ch:<channel>``               pub/sub   the channel's envelopes (publications, join, leave)
 ``hubbub:nodes``                      hash      node id → ``<expires_ms>:<msgpack info>``: live
                                                 nodes (first shard only; ``GET /api/nodes``)
+``hubbub:probe:<node>.<random>``      pub/sub   one node's delivery probes (cluster.redis_probe):
+                                                outside ``hubbub:ch:``, so no client channel is it;
+                                                on a Redis Cluster ``...:{<tag>}``, a tag of a slot
+                                                the probed primary owns
 ====================================  ========  ===============================================
 
 The envelope is one msgpack map (:mod:`protocol.codec`): ``d`` data and ``f``
@@ -62,6 +66,11 @@ class Keys:
 
     def pubsub(self, channel: str) -> bytes:
         return (self.pubsub_prefix + channel).encode()
+
+    def probe(self, name: str) -> bytes:
+        """A node's probe channel: never a client channel's pub/sub name (those
+        are :meth:`pubsub`'s), so no client can subscribe to it or publish on it."""
+        return f"{self.prefix}:probe:{name}".encode()
 
     def channel_of(self, pubsub: bytes) -> str:
         """The channel whose pub/sub name is ``pubsub`` (the inverse of :meth:`pubsub`)."""

@@ -16,6 +16,11 @@ has local subscribers is SUBSCRIBEd again, and each of those gets
 gap starts is not refused: behind Sentinel the reader may reach the new
 primary first). While connected, consecutive offsets are checked per channel (offset + epoch
 of the last publication seen) and a jump is reported with ``on_gap`` too.
+
+Whether the connection still hears anything is the delivery probe's question
+(:mod:`cluster.redis_probe`): each connection also SUBSCRIBEs the node's probe
+channel, :meth:`Subscriber.probe_check` drops one whose probe is overdue, and
+a probe that comes back is taken aside before any routing or offset check.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from hubbub.cluster.redis_conn import (
     pack,
 )
 from hubbub.cluster.redis_layout import JOIN, LEAVE, Keys, decode, member_of, publication
+from hubbub.cluster.redis_probe import Probe
 from hubbub.protocol.exceptions import ProtocolViolation
 
 #: Channels per SUBSCRIBE command when re-subscribing after a reconnect.
@@ -61,10 +67,6 @@ class Subscriber:
 
     #: Seconds a subscribe waits for Redis to confirm before giving up (503).
     subscribe_timeout: float = 3.0
-    #: Seconds of silence after which the connection is probed with a PING.
-    ping_every: float = 2.0
-    #: Seconds a probe may go unanswered before the connection is dropped.
-    ping_timeout: float = 3.0
 
     def __init__(
         self,
@@ -90,9 +92,10 @@ class Subscriber:
         self._writer: Writer | None = None
         self._attached = asyncio.Event()
         self._wake = asyncio.Event()
-        self._rx = False
-        self._last_rx = 0.0
-        self._ping_sent: float | None = None
+        #: The delivery probe's bookkeeping (off until the shard sets it).
+        self.probe = Probe(0.0, 1.0)
+        #: The node's probe channel on this connection (None: not probed).
+        self.probe_channel: bytes | None = None
         self._dropping: set[asyncio.Task[None]] = set()
         self._settling: dict[bytes, asyncio.Future[None]] = {}
         self._settle_ids = 0
@@ -110,6 +113,11 @@ class Subscriber:
     @property
     def connected(self) -> bool:
         return self.conn is not None
+
+    @property
+    def deaf(self) -> bool:
+        """A probe went missing and none has come back since."""
+        return self.probe.deaf
 
     @property
     def restarts(self) -> int:
@@ -213,6 +221,9 @@ class Subscriber:
 
     def _confirmed(self, rch: bytes) -> None:
         """A ``subscribe`` reply: route the channel once its last SUBSCRIBE is confirmed."""
+        if rch == self.probe_channel:
+            self.probe.listening(asyncio.get_running_loop().time())
+            return
         left = self._outstanding.pop(rch, 0) - 1
         if left > 0:
             self._outstanding[rch] = left
@@ -269,9 +280,7 @@ class Subscriber:
         writer = self._writer = Writer(conn, f"{self.name}-pubsub-writer")
         writer.task.add_done_callback(lambda task: self._writer_done(conn, task))
         self._outstanding.clear()
-        self._rx = False
-        self._last_rx = asyncio.get_running_loop().time()
-        self._ping_sent = None
+        self._subscribe_probe()
         channels = list(self.wanted.values())
         for i in range(0, len(channels), self.batch):
             self._send_subscribe(channels[i : i + self.batch])
@@ -299,6 +308,7 @@ class Subscriber:
             self.routes.clear()
             self._outstanding.clear()
             self._last.clear()
+            self.probe.stop()
         await close_quietly(conn)
 
     async def _read(self, conn: AbstractConnection) -> None:
@@ -307,10 +317,8 @@ class Subscriber:
             try:
                 reply = await conn.read_response(timeout=math.inf)
             except ResponseError as exc:
-                self._rx = True
                 self._error_reply(exc)
                 continue
-            self._rx = True
             if type(reply) is list:
                 kind = reply[0]
                 if kind == message:
@@ -318,13 +326,10 @@ class Subscriber:
                 elif kind == subscribed:
                     self._confirmed(reply[1])
                 elif kind == b"pong":
-                    self._ping_sent = None
                     if self._settling and len(reply) > 1:
                         self._settled(reply[1])
                 else:
                     self._other_push(reply)
-            elif reply == b"PONG":  # a PING while subscribed to nothing
-                self._ping_sent = None
             elif self._settling and type(reply) is bytes:
                 self._settled(reply)  # PING <token> while subscribed to nothing
 
@@ -366,6 +371,8 @@ class Subscriber:
         channel = self.routes.get(rch)
         handler = self.handler
         if channel is None or handler is None:
+            if rch == self.probe_channel:
+                self._probe_back(payload)
             return  # unsubscribed meanwhile
         try:
             message = decode(payload)
@@ -405,23 +412,47 @@ class Subscriber:
         except Exception:
             log.error("handler_failed", exc_info=True, shard=self.name, channel=channel)
 
-    # -- liveness --------------------------------------------------------------
+    # -- the delivery probe (cluster.redis_probe) ------------------------------
 
-    def check(self, now: float) -> None:
-        """Watchdog (called by the shard's health loop): PING a quiet connection,
-        drop one whose PING went unanswered."""
-        conn, writer = self.conn, self._writer
-        if conn is None or writer is None:
+    def set_probe_channel(self, rch: bytes | None) -> None:
+        """Probe this connection on ``rch`` from now on (None: not at all); a
+        Redis Cluster primary's changes with the slots it owns."""
+        if rch == self.probe_channel:
             return
-        if self._rx:
-            self._rx = False
-            self._last_rx = now
-            self._ping_sent = None
-        elif self._ping_sent is not None:
-            if now - self._ping_sent > self.ping_timeout:
-                log.warning("redis_pubsub_stalled", shard=self.name)
-                self._ping_sent = None
-                self._drop(conn)
-        elif now - self._last_rx >= self.ping_every:
-            self._ping_sent = now
-            writer.send(pack(b"PING"))
+        old, self.probe_channel = self.probe_channel, rch
+        if old is not None and self._writer is not None:
+            self._writer.send(pack(self.UNSUBSCRIBE, old))
+        if rch is None:
+            self.probe.reset()
+        else:
+            self._subscribe_probe()
+
+    def _subscribe_probe(self) -> None:
+        rch, writer = self.probe_channel, self._writer
+        if rch is None or writer is None or not self.probe.enabled:
+            return
+        self.probe.start(asyncio.get_running_loop().time())
+        writer.send(pack(self.SUBSCRIBE, rch))
+
+    def _probe_back(self, payload: bytes) -> None:
+        try:
+            seq = int(payload)
+        except ValueError:
+            return
+        self.probe.seen(seq, asyncio.get_running_loop().time())
+
+    def probe_check(self, now: float) -> int | None:
+        """Called by the shard's probe loop: drop the connection when its probe
+        (or its probe channel's confirmation) is overdue; else the number of
+        the probe to publish now, if one is due."""
+        conn, probe = self.conn, self.probe
+        if conn is None or self.probe_channel is None:
+            return None
+        if probe.missing(now):
+            log.warning("redis_pubsub_deaf", shard=self.name, timeout=probe.timeout)
+            probe.missed()
+            self._drop(conn)
+            return None
+        if probe.due(now):
+            return probe.sent(now)
+        return None

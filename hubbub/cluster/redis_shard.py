@@ -9,14 +9,21 @@ behind Sentinel) every :attr:`Shard.health_interval` seconds with
 a :attr:`Shard.health_timeout` bound, so an unreachable Redis is known within
 about a second (``/readyz`` must say so within 2 s, PROTOCOL.md §6); while it
 is known down, commands and subscribes fail at once with 503 instead of
-waiting. The same loop runs the command and pub/sub watchdogs, and when Redis
-answers again it marks the shard up and wakes the pub/sub reader so delivery
-resumes without waiting out a backoff.
+waiting. The same loop runs the command watchdog, and when Redis answers again
+it marks the shard up and wakes the pub/sub reader so delivery resumes without
+waiting out a backoff.
+
+The probe loop (when ``probe_interval`` > 0) is the pub/sub side's watchdog:
+every ``probe_interval`` it PUBLISHes a probe on the node's own probe channel
+through the command pipe and the subscriber drops its connection when one is
+not back within ``probe_timeout`` (:mod:`cluster.redis_probe`); ``healthy`` is
+False from then until a probe comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -45,6 +52,7 @@ from hubbub.cluster.redis_conn import (
 )
 from hubbub.cluster.redis_layout import Keys
 from hubbub.cluster.redis_pipe import Pipe
+from hubbub.cluster.redis_probe import Probe
 from hubbub.cluster.redis_pubsub import Subscriber
 from hubbub.cluster.redis_scripts import Script
 
@@ -95,6 +103,8 @@ class Shard(Commands):
 
     #: The pub/sub side's class (sharded pub/sub on a Redis Cluster primary).
     subscriber_class: type[Subscriber] = Subscriber
+    #: How a probe is published (SPUBLISH on a Redis Cluster primary).
+    probe_command: bytes = b"PUBLISH"
 
     #: Seconds between health checks.
     health_interval: float = 0.5
@@ -103,10 +113,20 @@ class Shard(Commands):
     #: Seconds a command may wait for its reply before the connection is broken.
     command_timeout: float = 2.0
 
-    def __init__(self, index: int | str, url: str, keys: Keys, *, node_id: str) -> None:
+    def __init__(
+        self,
+        index: int | str,
+        url: str,
+        keys: Keys,
+        *,
+        node_id: str,
+        probe_interval: float = 0.0,
+        probe_timeout: float = 3.0,
+    ) -> None:
         self.index = index
         self.url = url
         self.label = f"{index}:{redact(url)}"
+        self.keys = keys
         self.up = False
         self._down_reason = "not checked yet"
         self.endpoint: Endpoint = endpoint(url)
@@ -122,6 +142,11 @@ class Shard(Commands):
             keys,
             is_up=self._is_up,
         )
+        self.subscriber.probe = Probe(probe_interval, probe_timeout)
+        #: What names this node's probe channels (random per process: private).
+        self.probe_name = f"{node_id}.{secrets.token_hex(4)}"
+        self._probes: set[asyncio.Task[None]] = set()
+        self.prober = Supervised(f"redis-{index}-probe", self._probe_loop)
         self._health_factory = self.endpoint.factory(
             f"hubbub-{node_id}-health", socket_timeout=self.health_timeout
         )
@@ -133,8 +158,9 @@ class Shard(Commands):
 
     @property
     def healthy(self) -> bool:
-        """Reachable, and the pub/sub connection is open."""
-        return self.up and self.subscriber.connected
+        """Reachable, and the pub/sub connection open and not found deaf."""
+        subscriber = self.subscriber
+        return self.up and subscriber.connected and not subscriber.deaf
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -143,10 +169,20 @@ class Shard(Commands):
         await self.check_health()
         if not self.up:
             log.warning("redis_down", shard=self.label, reason=self._down_reason)
+        self.subscriber.set_probe_channel(self.first_probe_channel())
         self.subscriber.start(handler)
         self.health.start()
+        if self.subscriber.probe.enabled:
+            self.prober.start()
+
+    def first_probe_channel(self) -> bytes | None:
+        """The probe channel to start with (a Redis Cluster primary's comes from its slots)."""
+        return self.keys.probe(self.probe_name)
 
     async def close(self) -> None:
+        await self.prober.stop()
+        for task in list(self._probes):
+            task.cancel()
         await self.health.stop()
         await self.subscriber.close()
         await self.pipe.close()
@@ -167,6 +203,34 @@ class Shard(Commands):
                 raise BrokerUnavailable(f"redis: {exc}") from exc
             raise
 
+    # -- the delivery probe ----------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        subscriber = self.subscriber
+        probe = subscriber.probe
+        tick = max(0.01, min(probe.interval, probe.timeout) / 4)
+        while True:
+            await asyncio.sleep(tick)
+            seq = subscriber.probe_check(loop.time())
+            rch = subscriber.probe_channel
+            if seq is not None and rch is not None:
+                task = loop.create_task(self._publish_probe(rch, seq))
+                self._probes.add(task)
+                task.add_done_callback(self._probes.discard)
+
+    async def _publish_probe(self, rch: bytes, seq: int) -> None:
+        """PUBLISH one probe; one that fails is not expected back (the command
+        side's failures are the health check's to report)."""
+        try:
+            await self.execute(pack(self.probe_command, rch, b"%d" % seq))
+        except Exception as exc:
+            self.subscriber.probe.unsent(seq)
+            self.probe_failed(exc)
+
+    def probe_failed(self, exc: Exception) -> None:
+        """A probe could not be published (a Redis Cluster primary hears of MOVED)."""
+
     # -- health ----------------------------------------------------------------
 
     async def _health_loop(self) -> None:
@@ -174,9 +238,7 @@ class Shard(Commands):
         while True:
             await asyncio.sleep(self.health_interval)
             await self.check_health()
-            now = loop.time()
-            self.pipe.check(now, self.command_timeout)
-            self.subscriber.check(now)
+            self.pipe.check(loop.time(), self.command_timeout)
 
     async def check_health(self) -> bool:
         """Probe once (PING, or ROLE: :class:`Endpoint`) within :attr:`health_timeout`;

@@ -81,6 +81,10 @@ class ShardedSubscriber(Subscriber):
                 future.set_exception(SlotMoved())
 
     def _slot_moved(self, slot: int) -> None:
+        probe = self.probe_channel
+        if probe is not None and key_slot(probe) == slot:
+            self.set_probe_channel(None)  # the engine places a new one after a refresh
+            self.on_moved([])
         channels = [c for c, rch in self.wanted.items() if key_slot(rch) == slot]
         if not channels:
             return
@@ -95,7 +99,7 @@ class ShardedSubscriber(Subscriber):
     def _other_push(self, reply: list[object]) -> None:
         if reply[0] == b"sunsubscribe":
             rch = reply[1]
-            if isinstance(rch, bytes) and rch in self.routes:
+            if isinstance(rch, bytes) and (rch in self.routes or rch == self.probe_channel):
                 # Not ours (ours forgot the channel first): the primary let it go.
                 self._slot_moved(key_slot(rch))
 

@@ -171,7 +171,13 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     if not config.server.node_id:  # one random id, shared by the node and its broker
         server = dataclasses.replace(config.server, node_id=secrets.token_hex(4))
         config = dataclasses.replace(config, server=server)
-    broker = make_broker(config.broker.redis, node_id=config.server.node_id)
+    b = config.broker
+    broker = make_broker(
+        b.redis,
+        node_id=config.server.node_id,
+        probe_interval=b.probe_interval,
+        probe_timeout=b.probe_timeout,
+    )
     fds = raise_fd_limit()
     node = Node(config, broker)
     signals = _Signals(node, reread)

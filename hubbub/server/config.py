@@ -63,6 +63,11 @@ class ServerConfig:
 class BrokerConfig:
     redis: tuple[str, ...] = ()
     """Redis URLs; several shard channels; none = the in-memory broker (one node)."""
+    probe_interval: float = 1.0
+    """Seconds between delivery probes through each shard's pub/sub connection; 0 = off."""
+    probe_timeout: float = 3.0
+    """Seconds a probe may take to come back before its pub/sub connection is
+    dropped and reopened (subscribers get lag) and /readyz says 503."""
 
 
 #: Longest ``write_delay``: holding output longer only adds latency.
@@ -276,6 +281,7 @@ def validate(config: Config, where: str) -> Config:
         check_redis_urls(config.broker.redis)
     except ValueError as exc:
         raise ConfigError(f"{where}: [broker] redis: {exc}") from None
+    _validate_probe(config.broker, where)
     _validate_limits(config.limits, where)
     for name, ns in config.namespaces.items():
         _validate_namespace(name, ns, where)
@@ -290,6 +296,26 @@ def _validate_listeners(s: ServerConfig, where: str) -> None:
         raise ConfigError(f"{where}: [server] ws_echo_path must start with / and not be /ws")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
+
+
+#: Longest ``probe_interval`` / ``probe_timeout``: a deaf node must be found in minutes.
+MAX_PROBE_SECONDS = 300.0
+
+
+def _validate_probe(b: BrokerConfig, where: str) -> None:
+    if not 0 <= b.probe_interval <= MAX_PROBE_SECONDS:
+        raise ConfigError(
+            f"{where}: [broker] probe_interval must be from 0 (off) to {MAX_PROBE_SECONDS:g}"
+        )
+    if not 0 < b.probe_timeout <= MAX_PROBE_SECONDS:
+        raise ConfigError(
+            f"{where}: [broker] probe_timeout must be > 0 and at most {MAX_PROBE_SECONDS:g}"
+        )
+    if b.probe_interval and b.probe_timeout <= b.probe_interval:
+        raise ConfigError(
+            f"{where}: [broker] probe_timeout must be longer than probe_interval "
+            "(a probe is sent every probe_interval)"
+        )
 
 
 def _validate_limits(lim: LimitsConfig, where: str) -> None:

@@ -193,12 +193,18 @@ def _backend_families(backends: list[Any]) -> tuple[Any, ...]:
         "Pub/sub reader tasks restarted after dying.",
         labels=["shard"],
     )
+    deaf = CounterMetricFamily(
+        "hubbub_broker_probe_misses",
+        "Delivery probes not back within probe_timeout (the pub/sub connection was reopened).",
+        labels=["shard"],
+    )
     for b in backends:
         up.add_metric([b.name], 1 if b.up else 0)
         sub.add_metric([b.name], 1 if b.subscriber_connected else 0)
         reconnects.add_metric([b.name], b.reconnects)
         restarts.add_metric([b.name], b.reader_restarts)
-    return (up, sub, reconnects, restarts)
+        deaf.add_metric([b.name], b.probe_misses)
+    return (up, sub, reconnects, restarts, deaf)
 
 
 class Metrics:

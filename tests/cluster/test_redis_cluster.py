@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -152,3 +152,48 @@ async def eventually_data(handler: RecordingHandler, data: object) -> None:
     async with asyncio.timeout(5.0):
         while data not in [p.data for p in handler.publications]:
             await asyncio.sleep(0.01)
+
+
+async def test_each_connected_primary_is_probed_in_a_slot_it_owns(
+    redis_cluster: ClusterGroup,
+) -> None:
+    """The delivery probe of sharded pub/sub (cluster.redis_probe): an SPUBLISH
+    reaches only the subscribers of the primary owning the slot, so each
+    primary's probe channel hashes to one of its own slots; one that lands in
+    another primary's slot (``MOVED``) is replaced by one that does not."""
+    engine = ClusterBroker(
+        redis_cluster.url, node_id="probed", probe_interval=0.1, probe_timeout=0.5
+    )
+    await engine.start(RecordingHandler())
+    try:
+        for i in range(30):  # every primary gets some
+            await engine.subscribe(f"chat:probed-{uuid.uuid4().hex[:6]}-{i}")
+        assert len(engine.shards) == 3 and all(s.subscriber.connected for s in engine.shards)
+        for shard in engine.shards:
+            rch = shard.subscriber.probe_channel
+            assert rch is not None and rch.startswith(b"hubbub:probe:probed.")
+            assert engine.owner(slot_of_key(rch)) is shard
+        await eventually(
+            lambda: all(s.subscriber.probe.last_round_trip is not None for s in engine.shards)
+        )
+        one, other = engine.shards[0], engine.shards[1]
+        wrong = other.subscriber.probe_channel
+        one.subscriber.set_probe_channel(wrong)  # SSUBSCRIBE and SPUBLISH get MOVED
+        await eventually(
+            lambda: (
+                (rch := one.subscriber.probe_channel) not in (None, wrong)
+                and engine.owner(slot_of_key(rch)) is one
+            )
+        )
+        one.subscriber.probe.last_round_trip = None
+        await eventually(lambda: one.subscriber.probe.last_round_trip is not None)
+        assert [s.subscriber.probe.misses for s in engine.shards] == [0, 0, 0]
+        assert engine.healthy
+    finally:
+        await engine.close()
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)

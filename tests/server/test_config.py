@@ -203,6 +203,11 @@ def test_bad_types_are_refused_naming_key_and_file(tmp_path: Path, toml: str, na
         ("[limits]\nwrite_delay = -0.01\n", "write_delay"),
         ("[limits]\nwrite_delay = 2.0\n", "write_delay"),
         ("[namespaces.feed]\nwrite_delay = -0.5\n", "write_delay"),
+        ("[broker]\nprobe_interval = -1\n", "probe_interval"),
+        ("[broker]\nprobe_interval = 301\n", "probe_interval"),
+        ("[broker]\nprobe_timeout = 0\n", "probe_timeout"),
+        ("[broker]\nprobe_timeout = inf\n", "probe_timeout"),
+        ("[broker]\nprobe_interval = 2.0\nprobe_timeout = 2.0\n", "probe_timeout"),
     ],
 )
 def test_bad_values_are_refused_naming_key_and_file(tmp_path: Path, toml: str, names: str) -> None:
@@ -210,6 +215,16 @@ def test_bad_values_are_refused_naming_key_and_file(tmp_path: Path, toml: str, n
     with pytest.raises(ConfigError) as info:
         load(path, {})
     assert names in str(info.value) and path in str(info.value)
+
+
+def test_probe_settings(tmp_path: Path) -> None:
+    broker = Config().broker
+    assert (broker.probe_interval, broker.probe_timeout) == (1.0, 3.0)
+    off = load(write(tmp_path, "[broker]\nprobe_interval = 0\nprobe_timeout = 0.5\n"), {})
+    assert (off.broker.probe_interval, off.broker.probe_timeout) == (0.0, 0.5)
+    env = {"HUBBUB_BROKER_PROBE_INTERVAL": "0.2", "HUBBUB_BROKER_PROBE_TIMEOUT": "0.6"}
+    fast = load(None, env).broker
+    assert (fast.probe_interval, fast.probe_timeout) == (0.2, 0.6)
 
 
 def test_bad_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:

@@ -55,11 +55,16 @@ def test_listeners_broker_and_node_id_need_a_restart() -> None:
     old = _config()
     new = _config(
         server={"tcp": "127.0.0.1:9999", "node_id": "n2"},
-        broker={"redis": ["redis://127.0.0.1:6379/0"]},
+        broker={"redis": ["redis://127.0.0.1:6379/0"], "probe_interval": 0.5},
         limits={"message_burst": 7},
     )
     result = plan(old, new)
-    assert set(result.needs_restart) == {"server.tcp", "server.node_id", "broker.redis"}
+    assert set(result.needs_restart) == {
+        "server.tcp",
+        "server.node_id",
+        "broker.redis",
+        "broker.probe_interval",
+    }
     assert result.changed == ("limits.message_burst",)
     assert result.config.server == old.server
     assert result.config.broker == old.broker
