@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from hubbub.client.exceptions import NOT_CONNECTED, Disconnected, ReplyError, ReplyTimeout
-from hubbub.client.recovery import reported_position, subscribe_command
+from hubbub.client.recovery import RETRY_RECOVERY, reported_position, subscribe_command
 from hubbub.client.subscription import ChannelEvent, Publication, Subscription
 from hubbub.client.transport import DEFAULT_MAX_FRAME, Transport, open_transport
 from hubbub.protocol.backoff import backoff_delay
@@ -44,11 +44,6 @@ class HistoryResult:
 
     publications: list[Publication]
     position: StreamPosition | None
-
-
-#: Reply codes after which a recovery from history is tried again (the gap
-#: cannot be skipped): unavailable, rate limited, internal error.
-_RETRY_RECOVERY = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL})
 
 
 class Client:
@@ -364,11 +359,20 @@ class Client:
         A re-subscribe asks for recovery from the last position; its live
         publications are held (see :meth:`_open`) until the reply is applied.
         """
-        asked = sub.recover or sub.state == "subscribed"
-        message = subscribe_command(sub.channel, recover=asked, since=sub.position)
+        again = sub.state == "subscribed"
+        asked = sub.recover or again
+        kept = sub.position
+        message = subscribe_command(sub.channel, recover=asked, since=kept)
         ok = await self._call(message, transport=transport)
-        if self._subs.get(sub.channel) is sub:
-            sub._apply_subscribe(ok, asked_recovery=asked and sub.position is not None)
+        if self._subs.get(sub.channel) is not sub:
+            return
+        if again and kept is not None and ok.get("recovered") is False:
+            # Gone, or more than one reply holds (protocol-additions.md "Sizes and
+            # paging"): history pages, and answers 410 when it is gone indeed.
+            sub._recovering = True
+            self._spawn(self._recover_gap(sub, refusal=ok))
+            return
+        sub._apply_subscribe(ok, asked_recovery=asked and kept is not None)
 
     # -- connections ------------------------------------------------------------
 
@@ -637,11 +641,15 @@ class Client:
             sub._hold()
             self._spawn(self._recover_gap(sub))
 
-    async def _recover_gap(self, sub: Subscription) -> None:
-        """After a ``lag``: read history from the last position, then release live ones.
+    async def _recover_gap(self, sub: Subscription, refusal: dict[str, Any] | None = None) -> None:
+        """After a ``lag``, or a re-subscribe answered ``recovered: false``
+        (``refusal``: gone, or more than one reply holds): read history from the
+        last position, then release the live ones held.
 
         Pages until the history is read up to the position it reported, so the
-        gap is filled even when the server caps the page size.
+        gap is filled even when the server caps the page size. When it cannot
+        be read (410: gone) the app reloads: a "reset" event, and after a
+        ``refusal`` the position that reply gave.
         """
         transport = self._transport
         pubs: list[Publication] = []
@@ -650,36 +658,14 @@ class Client:
         if transport is None:
             sub._recovering = False
             return
-        attempt = 0
         try:
-            position = sub.position
-            while position is not None:
-                try:
-                    page = await self._history(sub.channel, position, None, transport)
-                except ReplyError as exc:
-                    if exc.code not in _RETRY_RECOVERY or self._transport is not transport:
-                        raise
-                    # 503 (the broker is back but not yet ready), 429, 500: the gap
-                    # must still be filled, so try again rather than skip it.
-                    log.info("recovery of %s after lag: %s, retrying", sub.channel, exc)
-                    delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
-                    if exc.retry_after:
-                        delay = max(delay, exc.retry_after / 1000)
-                    attempt += 1
-                    await asyncio.sleep(delay)
-                    continue
-                pubs.extend(page.publications)
-                top = page.position
-                last = page.publications[-1].offset if page.publications else None
-                if top is None or last is None or last >= top.offset:
-                    break
-                position = StreamPosition(last, top.epoch)
+            pubs, top = await self._read_gap(sub, transport)
         except ReplyError as exc:
             # 410, or a refusal that retrying cannot change: what was missed is
             # not in history for us, so the app reloads (a "reset" event).
             reset = True
             if exc.code != ErrorCode.GONE:
-                log.warning("recovery of %s after lag failed: %s", sub.channel, exc)
+                log.warning("recovery of %s failed: %s", sub.channel, exc)
         except Disconnected:
             return  # the re-subscribe of the next connection recovers
         except ReplyTimeout:
@@ -690,13 +676,56 @@ class Client:
             sub._recovering = False
         if self._transport is not transport or self._subs.get(sub.channel) is not sub:
             return
+        if reset and refusal is not None:
+            held, sub._held = sub._held, []  # live ones after the reply: kept
+            sub._apply_subscribe(refusal, asked_recovery=True)
+            for pub in held:
+                sub._feed(pub)
+            return
         for pub in pubs:
             sub._feed(pub)
         sub._set_position(top)
         if reset:
             sub.recovered = False
             sub._event(ChannelEvent("reset", sub.channel))
+        elif refusal is not None:
+            sub.recovered = True
         sub._release()
+
+    async def _read_gap(
+        self, sub: Subscription, transport: Transport
+    ) -> tuple[list[Publication], StreamPosition | None]:
+        """History from ``sub``'s position up to the position it reports, page by
+        page (the server caps a page at ``max_frame``), and that position.
+
+        503 (the broker is back but not yet ready), 429 and 500 are tried again:
+        the gap must still be filled. Raises :class:`ReplyError` for the other
+        codes (410: gone), :class:`Disconnected`, :class:`ReplyTimeout`.
+        """
+        pubs: list[Publication] = []
+        top: StreamPosition | None = None
+        attempt = 0
+        position = sub.position
+        while position is not None:
+            try:
+                page = await self._history(sub.channel, position, None, transport)
+            except ReplyError as exc:
+                if exc.code not in RETRY_RECOVERY or self._transport is not transport:
+                    raise
+                log.info("history of %s to fill a gap: %s, retrying", sub.channel, exc)
+                delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+                if exc.retry_after:
+                    delay = max(delay, exc.retry_after / 1000)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            pubs.extend(page.publications)
+            top = page.position
+            last = page.publications[-1].offset if page.publications else None
+            if top is None or last is None or last >= top.offset:
+                break
+            position = StreamPosition(last, top.epoch)
+        return pubs, top
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

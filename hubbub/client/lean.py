@@ -11,7 +11,13 @@ each ``pub`` is decoded and handed straight to ``on_pub`` (or, undecoded, to
 A :class:`LeanSession` outlives its sockets: when one is lost it reconnects
 (the server's ``after``, else :func:`~hubbub.protocol.backoff.backoff_delay`),
 going round the hosts, and re-subscribes every channel with recovery from the
-last offset (:mod:`hubbub.client.recovery`). What happens on the way (errors,
+last position (:mod:`hubbub.client.recovery`; a refusal that passes, such as
+503 while the node's broker is back but not ready, is tried again). A ``lag``
+push, or a recovery answered ``recovered: false`` (gone, or too much for one
+reply), makes it read the gap with ``history`` page by page, live publications
+of that channel held back meanwhile; 410 there means the history is gone and
+is reported as a refused recovery. Subscribe replies are applied as they are
+read, in order with the publications behind them. What happens on the way (errors,
 disconnects, recoveries, reconnect times) goes to a :class:`Listener`; the
 errors raised are the client's (:mod:`hubbub.client.exceptions`).
 """
@@ -34,14 +40,16 @@ from hubbub.client.exceptions import (
     connect_reason,
 )
 from hubbub.client.recovery import (
+    EMPTY_EPOCH_MARK,
+    RETRY_RECOVERY,
     moves_on,
-    recovery_since,
     reported_position,
     subscribe_command,
 )
 from hubbub.client.wire import Endpoint, Framing
 from hubbub.protocol.backoff import backoff_delay
 from hubbub.protocol.codec import encode_msgpack
+from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.exceptions import ProtocolViolation
 from hubbub.protocol.messages import StreamPosition
 from hubbub.protocol.wsclient import WebSocketError
@@ -109,14 +117,23 @@ _QUIET = Listener()
 
 
 class _Channel:
-    """A subscribed channel: its last position, for recovery after a reconnect."""
+    """A subscribed channel: the position of the last publication handed on, for
+    recovery; while a gap is filled from ``history``, the live publications held."""
 
-    __slots__ = ("epoch", "offset", "recover")
+    __slots__ = ("again", "epoch", "gone", "held", "offset", "recover")
 
     def __init__(self, recover: bool) -> None:
         self.recover = recover
         self.offset: int | None = None
         self.epoch: str | None = None
+        #: Live ``pub`` messages kept back while a gap is read from history (else None).
+        self.held: list[dict[str, Any]] | None = None
+        #: A ``lag`` arrived while the gap was being read: read again once done.
+        self.again = False
+        #: The history after the position is gone (410), the client was told: the
+        #: next epoch is no news. The position is kept, so a recovery from it
+        #: before then is refused again rather than skipped.
+        self.gone = False
 
     def position(self) -> StreamPosition | None:
         if self.offset is None or self.epoch is None:
@@ -294,6 +311,8 @@ class LeanSession:
         self._last_id = 0
         self._disconnect: dict[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: The reads of gaps from history under way.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -347,8 +366,14 @@ class LeanSession:
         self.wire = wire
         self.listener.up()
 
-    def _call(self, wire: _Wire, message: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        """Send a command with an id on ``wire``; the future gets the reply map."""
+    def _call(
+        self,
+        wire: _Wire,
+        message: dict[str, Any],
+        apply: Callable[[dict[str, Any], float], None] | None = None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send a command with an id on ``wire``; the future gets the reply map,
+        after ``apply`` (when given) saw it as it was read."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
         def done(reply: dict[str, Any] | None, now: float) -> None:
@@ -356,8 +381,10 @@ class LeanSession:
                 return
             if reply is None:
                 future.set_exception(self._lost_error(wire))
-            else:
-                future.set_result(reply)
+                return
+            if apply is not None:
+                apply(reply, now)
+            future.set_result(reply)
 
         self._last_id += 1
         message["id"] = self._last_id
@@ -417,11 +444,45 @@ class LeanSession:
         return ok if isinstance(ok, dict) else {}
 
     async def subscribe(self, channel: str, recover: bool = False) -> dict[str, Any]:
-        """Subscribe (``on_pub`` counts from the reply's arrival); returns the ok map."""
-        ok = await self.request(subscribe_command(channel, recover=recover))
-        sub = self.subs[channel] = _Channel(recover)
-        self._apply_subscribe(channel, sub, ok, _monotonic(), asked=False)
-        return ok
+        """Subscribe (``on_pub`` counts from the reply's arrival); returns the ok map.
+
+        Raises as :meth:`request` does.
+        """
+        wire = self.wire
+        if wire is None:
+            raise Disconnected(None, NOT_CONNECTED)
+        sub = _Channel(recover)
+        future = self._subscribe_on(wire, channel, sub, subscribe_command(channel, recover=recover))
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await future
+        except TimeoutError:
+            raise ReplyTimeout("no reply to 'subscribe' in time") from None
+        error = reply.get("error")
+        if error is not None:
+            raise ReplyError.from_wire(error)
+        ok = reply.get("ok")
+        return ok if isinstance(ok, dict) else {}
+
+    def _subscribe_on(
+        self, wire: _Wire, channel: str, sub: _Channel, message: dict[str, Any]
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send ``subscribe``; its ok reply is applied to ``sub`` as it is read, in
+        order with the publications around it (a ``pub`` right behind the reply
+        in the same read must find the position the reply gave)."""
+        asked = "since" in message
+
+        def apply(reply: dict[str, Any], now: float) -> None:
+            ok = reply.get("ok")
+            if reply.get("error") is None and wire is self.wire:
+                if not asked:
+                    self.subs[channel] = sub
+                if self.subs.get(channel) is sub:
+                    self._apply_subscribe(
+                        channel, sub, ok if isinstance(ok, dict) else {}, now, asked=asked
+                    )
+
+        return self._call(wire, message, apply)
 
     async def unsubscribe(self, channel: str) -> None:
         self.subs.pop(channel, None)
@@ -433,40 +494,154 @@ class LeanSession:
     ) -> None:
         listener = self.listener
         listener.subscribed(channel, now)
-        pubs = [p for p in ok.get("publications") or () if isinstance(p, dict)]
-        if asked:
-            # Recovered up to the offset kept already arrived live (an empty
-            # position's recovery answers the whole history: recovery.py).
-            seen = sub.offset or 0
-            pubs = [
-                p for p in pubs if not (isinstance(p.get("offset"), int) and p["offset"] <= seen)
-            ]
-            if ok.get("recovered") is False:
-                listener.recovery_refused(channel)
-            elif pubs:
-                listener.recovered(len(pubs))
-        on_pub = self.on_pub
-        if on_pub is not None:
-            for pub in pubs:
-                on_pub(channel, pub.get("data"), now)
         reported = reported_position(ok)
-        if reported is not None:
-            if moves_on(sub.position(), reported):
-                sub.offset = reported.offset
-            sub.epoch = reported.epoch
+        if asked and ok.get("recovered") is False:
+            if reported is None:
+                listener.recovery_refused(channel)
+                return
+            # Gone, or more than one reply holds (protocol-additions.md "Sizes
+            # and paging"): read it from history, which pages and answers 410
+            # when it is gone indeed; live publications wait meanwhile.
+            self._fill(channel, sub, reported.offset)
+            return
+        pubs = [p for p in ok.get("publications") or () if isinstance(p, dict)]
+        if asked and pubs:
+            listener.recovered(len(pubs))
+        for pub in pubs:
+            self._hand_on(channel, sub, pub, now)
+        if reported is not None and moves_on(sub.position(), reported):
+            sub.offset, sub.epoch = reported.offset, reported.epoch
 
     # -- what the server sends --------------------------------------------------
 
     def _on_pub(self, message: dict[str, Any], now: float) -> None:
+        """A live ``pub`` (the hot path: :meth:`_hand_on` inlined)."""
         channel = message.get("channel")
         offset = message.get("offset")
         if offset is not None:
             sub = self.subs.get(channel)  # type: ignore[arg-type]
             if sub is not None:
+                if sub.held is not None:
+                    sub.held.append(message)
+                    return
+                epoch = message.get("epoch")
+                if epoch != sub.epoch and epoch is not None:
+                    self._new_epoch(channel, sub, epoch)  # type: ignore[arg-type]
                 sub.offset = offset
         on_pub = self.on_pub
         if on_pub is not None:
             on_pub(channel, message.get("data"), now)  # type: ignore[arg-type]
+
+    def _hand_on(self, channel: str, sub: _Channel, pub: dict[str, Any], now: float) -> None:
+        """Hand on a publication with an offset and move the position to it."""
+        offset, epoch = pub.get("offset"), pub.get("epoch")
+        if epoch != sub.epoch and epoch is not None:
+            self._new_epoch(channel, sub, epoch)
+        if isinstance(offset, int):
+            sub.offset = offset
+        on_pub = self.on_pub
+        if on_pub is not None:
+            on_pub(channel, pub.get("data"), now)
+
+    def _new_epoch(self, channel: str, sub: _Channel, epoch: str) -> None:
+        """A publication of another epoch than the position's: the history
+        restarted, what came before it is gone and the client reloads
+        (PROTOCOL.md §3) — unless the position was an empty one (its history
+        had not begun: protocol-additions.md "History positions")."""
+        if sub.gone:
+            sub.gone = False
+        elif sub.epoch is not None and not sub.epoch.startswith(EMPTY_EPOCH_MARK):
+            self.listener.recovery_refused(channel)
+        sub.epoch = epoch
+
+    # -- filling a gap from history ---------------------------------------------
+
+    def _fill(self, channel: str, sub: _Channel, top: int | None = None) -> None:
+        """Read what ``sub`` missed from ``history`` (after a ``lag``, or a
+        recovery refused), holding live publications back until it is read up
+        to ``top`` (None: the position the history reports)."""
+        if sub.held is not None:
+            sub.again = True  # a read is under way; it reads once more at its end
+            return
+        sub.held = []
+        wire = self.wire
+        if wire is not None:
+            self._tasks.add(
+                task := asyncio.get_running_loop().create_task(
+                    self._read_gap(wire, channel, sub, top)
+                )
+            )
+            task.add_done_callback(self._tasks.discard)
+
+    async def _read_gap(self, wire: _Wire, channel: str, sub: _Channel, top: int | None) -> None:
+        attempt = 0
+        while wire is self.wire and self.subs.get(channel) is sub:
+            since = sub.position()
+            if since is None:
+                break
+            message = {"op": "history", "channel": channel, "since": since.to_wire()}
+            try:
+                async with asyncio.timeout(self.timeout):
+                    reply = await self._call(wire, message)
+            except TimeoutError:
+                wire.abort()  # the next connection's re-subscribe recovers
+                return
+            except Disconnected:
+                return
+            if wire is not self.wire or self.subs.get(channel) is not sub:
+                return
+            error = reply.get("error")
+            if error is not None:
+                code = error.get("code") if isinstance(error, dict) else error
+                if code in RETRY_RECOVERY:
+                    await asyncio.sleep(self._backoff(attempt))
+                    attempt += 1
+                    continue
+                if code == ErrorCode.GONE:
+                    self.listener.recovery_refused(channel)
+                    sub.gone = True
+                else:
+                    self.listener.error(f"history {code}")
+                break
+            ok = reply.get("ok")
+            ok = ok if isinstance(ok, dict) else {}
+            pubs = [p for p in ok.get("publications") or () if isinstance(p, dict)]
+            now = _monotonic()
+            fresh = [p for p in pubs if self._new(sub, p)]
+            if fresh:
+                self.listener.recovered(len(fresh))
+            for pub in fresh:
+                self._hand_on(channel, sub, pub, now)
+            reported = reported_position(ok)
+            goal = top if top is not None else (reported.offset if reported else None)
+            done = not pubs or goal is None or (sub.offset or 0) >= goal
+            if done and sub.again:
+                sub.again, top = False, None
+                continue
+            if done:
+                if reported is not None and moves_on(sub.position(), reported):
+                    sub.offset, sub.epoch = reported.offset, reported.epoch
+                break
+        self._release(channel, sub)
+
+    @staticmethod
+    def _new(sub: _Channel, pub: dict[str, Any]) -> bool:
+        """Whether ``pub`` lies beyond the position handed on (not an overlap)."""
+        offset, epoch = pub.get("offset"), pub.get("epoch")
+        return not (
+            isinstance(offset, int)
+            and sub.offset is not None
+            and offset <= sub.offset
+            and (epoch is None or epoch == sub.epoch)
+        )
+
+    def _release(self, channel: str, sub: _Channel) -> None:
+        """Hand on the live publications held during the read, the overlap skipped."""
+        held, sub.held, sub.again = sub.held or [], None, False
+        now = _monotonic()
+        for pub in held:
+            if self._new(sub, pub):
+                self._hand_on(channel, sub, pub, now)
 
     def _push(self, wire: _Wire, message: dict[str, Any], now: float) -> None:
         push = message.get("push")
@@ -477,6 +652,10 @@ class LeanSession:
         elif push == "lag":
             dropped = message.get("dropped")
             self.listener.lagged(dropped if isinstance(dropped, int) else 0)
+            channel = message.get("channel")
+            sub = self.subs.get(channel)  # type: ignore[arg-type]
+            if sub is not None and sub.position() is not None:
+                self._fill(channel, sub)  # type: ignore[arg-type]
         elif push == "error":
             self.listener.error(f"{message.get('op', 'push')} {message.get('code')}")
         elif push in ("join", "leave"):
@@ -500,6 +679,8 @@ class LeanSession:
         if wire is not self.wire:
             return  # a connection attempt that did not finish
         self.wire = None
+        for sub in self.subs.values():
+            sub.held, sub.again = None, False  # the re-subscribe recovers them
         if self.closing:
             self.listener.lost(None)
             return
@@ -541,33 +722,40 @@ class LeanSession:
             listener.reconnect_over()
 
     async def _resubscribe(self) -> bool:
-        """Re-subscribe every channel with recovery; False when the connection went away."""
+        """Re-subscribe every channel with recovery; False when the connection went away.
+
+        A refusal that passes (503: the node's broker is not back yet, 429, 500)
+        is tried again after a backoff: a channel is never left unsubscribed.
+        """
         wire = self.wire
-        if wire is None:
-            return False
-        waits = []
-        for channel, sub in self.subs.items():
-            since = recovery_since(sub.position())
-            message = subscribe_command(channel, recover=True, since=since)
-            waits.append((channel, sub, since is not None, self._call(wire, message)))
-        for channel, sub, asked, future in waits:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    reply = await future
-            except (Disconnected, TimeoutError):
-                wire.abort()
-                return False
-            error = reply.get("error")
-            if error is not None:
+        todo = list(self.subs.items())
+        attempt = 0
+        while todo and wire is not None:
+            waits = []
+            for channel, sub in todo:
+                message = subscribe_command(channel, recover=True, since=sub.position())
+                waits.append((channel, sub, self._subscribe_on(wire, channel, sub, message)))
+            todo = []
+            for channel, sub, future in waits:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        reply = await future
+                except (Disconnected, TimeoutError):
+                    wire.abort()
+                    return False
+                error = reply.get("error")
+                if error is None:
+                    continue
                 code = error.get("code") if isinstance(error, dict) else error
                 self.listener.error(f"resubscribe {code}")
-                continue
-            if self.subs.get(channel) is sub:
-                ok = reply.get("ok")
-                self._apply_subscribe(
-                    channel, sub, ok if isinstance(ok, dict) else {}, _monotonic(), asked=asked
-                )
-        return self.wire is wire
+                if code in RETRY_RECOVERY and self.subs.get(channel) is sub:
+                    todo.append((channel, sub))
+            if todo:
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+                if self.wire is not wire:
+                    return False
+        return wire is not None and self.wire is wire
 
     def check_alive(self, now: float) -> None:
         """Drop a connection silent for longer than the server's ping interval plus
@@ -598,5 +786,7 @@ class LeanSession:
         self.closing = True
         if self._task is not None:
             self._task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if self.wire is not None:
             self.wire.close()

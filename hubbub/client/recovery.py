@@ -7,15 +7,18 @@ position, or says ``recovered: false`` (the position is gone: publications
 were lost). A position reported by the server replaces the one kept when it
 is in a new epoch (the stream restarted) or further on. The asyncio client's
 :class:`~hubbub.client.subscription.Subscription` and the lean fast path's
-channels both follow these rules; only the client also drops the duplicates
-the overlap between recovered and live publications can bring (the lean path
-hands every publication on, so the load tester counts what the server sent).
+channels both follow these rules. A gap the server reports (``lag``) is read
+with ``history`` from the position kept, page by page, with the live
+publications held back meanwhile; the overlap of that read with them is
+skipped. Beyond that only the client drops duplicates (the lean path hands
+every live publication on, so the load tester counts what the server sent).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.messages import StreamPosition
 
 
@@ -32,20 +35,13 @@ def subscribe_command(
 
 
 #: The first character of an empty position's epoch (protocol-additions.md
-#: "History positions"): the channel had no history when it was read.
+#: "History positions"): the channel had no history when it was read, and
+#: the first publication's epoch is no restart.
 EMPTY_EPOCH_MARK = "~"
 
-
-def recovery_since(kept: StreamPosition | None) -> StreamPosition | None:
-    """Where to recover from: the position kept; but when the live publications
-    were numbered on from an empty position without taking the real epoch (the
-    lean path reads no epoch per ``pub``: that is its hot path), the empty
-    position itself, offset 0: the server then answers the whole history, which
-    began after that read (protocol-additions.md), and what already arrived is
-    the overlap to skip."""
-    if kept is not None and kept.offset > 0 and kept.epoch.startswith(EMPTY_EPOCH_MARK):
-        return StreamPosition(0, kept.epoch)
-    return kept
+#: Reply codes after which a re-subscribe or a read of a gap is tried again
+#: (what was missed cannot be skipped): unavailable, rate limited, internal error.
+RETRY_RECOVERY = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL})
 
 
 def reported_position(ok: dict[str, Any]) -> StreamPosition | None:

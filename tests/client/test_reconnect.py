@@ -10,7 +10,7 @@ import pytest
 
 from hubbub.client import ChannelEvent, Client, Disconnected, StreamPosition, Subscription
 from hubbub.protocol.codes import DisconnectCode
-from hubbub.protocol.messages import push_lag, push_pub, reply_error
+from hubbub.protocol.messages import push_lag, push_pub, reply_error, reply_ok
 from tests.client.conftest import Setup, start
 from tests.client.fakeserver import FakeConn, FakeServer
 
@@ -68,6 +68,39 @@ async def test_recovery_failure_resets(tcp: Setup) -> None:
         assert sub.recovered is False
         assert events == [ChannelEvent("reset", "h:chat")]
         assert sub.position == StreamPosition(1, "epoch-2")
+
+
+async def test_a_recovery_that_does_not_fit_one_reply_is_read_from_history(tcp: Setup) -> None:
+    """``recovered: false`` with the history still there (what was missed is more
+    than one ``max_frame`` reply holds: protocol-additions.md "Sizes and
+    paging"): the client reads it from ``history``, page by page, and no reset."""
+    server = tcp.server
+    server.history_cap = 2
+    events: list[ChannelEvent] = []
+
+    async def too_big(conn: FakeConn, msg: dict[str, Any]) -> bool:
+        if msg["op"] == "subscribe" and "since" in msg:
+            conn.channels.add(msg["channel"])
+            server.subs.setdefault(msg["channel"], set()).add(conn)
+            reply = {"channel": msg["channel"], "recovered": False, "publications": []}
+            reply.update(offset=server.top(msg["channel"]), epoch=server.epoch)
+            await conn.send(reply_ok(msg["id"], reply))
+            return True
+        return False
+
+    async with tcp.client() as c:
+        sub = await c.subscribe("h:chat", on_event=events.append)
+        await server.publish("h:chat", "a")
+        assert await take(sub, 1) == ["a"]
+        server.hook = too_big
+        server.conns[0].drop()
+        for data in "bcde":
+            await server.publish("h:chat", data, deliver=False)
+        await command(server, "subscribe", on=2)
+        await server.publish("h:chat", "f")  # live, held until the gap is read
+        assert await take(sub, 5) == ["b", "c", "d", "e", "f"]
+        assert sub.recovered is True and events == []
+        assert sub.position == StreamPosition(6, "epoch-1")
 
 
 async def test_disconnect_push_after_is_honoured(setup: Setup) -> None:
