@@ -7,6 +7,7 @@ record latency = now - intended time in the group's histogram.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from hubbub.loadtest.accounting.payload import MAGIC, STAMP_SIZE, unpack_stamp
@@ -19,16 +20,21 @@ from hubbub.loadtest.accounting.sequences import (
     Streams,
     Tally,
     account,
+    as_tracker,
+    lost_ranges,
 )
 from hubbub.loadtest.accounting.stats import Group, WorkerStats
 
 _MAX_US = 3_600_000_000
+#: What happened to a receiver's connection that it remembers (for the report's
+#: sample of losses): the last few events.
+TRAIL = 24
 
 
 class Receiver:
     """The publications one user (one connection) receives, stream by stream."""
 
-    __slots__ = ("group", "heard", "left", "run", "stats", "subscribed")
+    __slots__ = ("group", "heard", "left", "run", "stats", "subscribed", "trail")
 
     def __init__(self, run: int, group: Group, stats: WorkerStats) -> None:
         self.run = run
@@ -40,6 +46,12 @@ class Receiver:
         self.subscribed: dict[str, float] = {}
         #: Channel -> when it was left (unsubscribe).
         self.left: dict[str, float] = {}
+        #: The last events of its connection: (monotonic time, what).
+        self.trail: deque[tuple[float, str]] = deque(maxlen=TRAIL)
+
+    def note(self, now: float, what: str) -> None:
+        """Remember an event of the connection (a loss, a re-subscribe, a ``lag``)."""
+        self.trail.append((now, what))
 
     def joined(self, channel: str, now: float) -> None:
         """A subscribe to ``channel`` was confirmed (re-subscribes keep the first time)."""
@@ -116,3 +128,28 @@ class Receiver:
         self, streams: dict[int, StreamInfo], by_channel: dict[str, list[int]], tally: Tally
     ) -> None:
         account(self.heard, self.subscribed, self.left, streams, by_channel, tally)
+
+    def losses(
+        self, streams: dict[int, StreamInfo], by_channel: dict[str, list[int]]
+    ) -> list[dict[str, Any]]:
+        """What this receiver lost, stream by stream, with its trail (call when its
+        tally counted losses): the numbers, the intended time of number 1 of the
+        stream and the receiver's subscribe time (monotonic)."""
+        out = []
+        for channel, since in self.subscribed.items():
+            for stream in by_channel.get(channel, ()):
+                info = streams[stream]
+                tracker = as_tracker(self.heard.get(channel, {}).get(stream))
+                ranges = lost_ranges(tracker, info, since)
+                if ranges:
+                    out.append(
+                        {
+                            "channel": channel,
+                            "stream": stream,
+                            "lost": ranges,
+                            "first": info.first,
+                            "subscribed": since,
+                            "trail": list(self.trail),
+                        }
+                    )
+        return out

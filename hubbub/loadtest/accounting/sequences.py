@@ -17,12 +17,14 @@ every worker, and :func:`account` compares, receiver by receiver:
 So ``delivered + lost == expected`` always, and when every subscriber was in
 place before publishing began, ``expected == sent x subscribers``.
 
-- reloaded = numbers a receiver missed around a recovery the server refused (a
-  re-subscribe answered ``recovered: false``: the history was wiped, e.g. a
-  Redis restart without persistence): those missing since the previous refusal
-  (or its first number) and those from the refusal to the next number
-  received. The server told the client, which reloads its state instead
-  (PROTOCOL.md §3); they are not expected and are counted apart, never lost.
+- reloaded = numbers a receiver missed right after a recovery the server
+  refused (a re-subscribe or a read of a gap answered ``recovered: false`` or
+  410, or a publication of a new epoch: the history was wiped, e.g. a Redis
+  restart without persistence): those from the position it recovered from to
+  the next number received (to the end when none came). The server told the
+  client, which reloads its state instead (PROTOCOL.md §3); they are not
+  expected and are counted apart. A number missing *before* that position was
+  skipped without the client knowing: lost, whatever came after.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ class SeqTracker:
         self.reorder = 0
         #: Set when the receiver left the channel: numbers after it are not expected.
         self.end: int | None = None
-        #: At each refused recovery, ``next`` then: what is missing before it (since
-        #: the previous one) and the hole that starts there are reloaded.
+        #: At each refused recovery, ``next`` then: the hole that starts there
+        #: (the rest, when nothing came after) is reloaded.
         self.reloads: list[int] = []
 
     def add(self, seq: int) -> int:
@@ -273,25 +275,43 @@ def account_stream(
     tally.delivered += expected - missing
 
 
+def lost_ranges(
+    tracker: SeqTracker | None, info: StreamInfo, subscribed_at: float
+) -> list[tuple[int, int]]:
+    """The numbers :func:`account_stream` counts as lost, as ranges ``[lo, hi]``
+    (for the report's sample: which stream lost what)."""
+    if tracker is None:
+        bounds = (1, info.last) if subscribed_at <= info.first else (1, 0)
+        reloads: list[int] = []
+    else:
+        base = 1 if subscribed_at <= info.first else tracker.first
+        top = info.last if tracker.end is None else min(info.last, tracker.end)
+        bounds, reloads = (base, top), tracker.reloads
+    out: list[tuple[int, int]] = []
+    for seq in range(bounds[0], bounds[1] + 1):
+        if seq in info.nak or (tracker is not None and tracker.has(seq)):
+            continue
+        if reloads and tracker is not None and _reloaded(tracker, seq, seq, info.nak):
+            continue
+        if out and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
 def _reloaded(tracker: SeqTracker, base: int, top: int, nak: frozenset[int]) -> int:
     """Missing numbers of ``[base, top]`` (not refused ones: those are not
     expected anyway) that a refused recovery covers (see the module doc)."""
-    spans: list[tuple[int, int]] = []  # [lo, hi)
-    floor = base
+    spans: set[tuple[int, int]] = set()  # [lo, hi)
     for point in tracker.reloads:
-        spans.append((floor, point))
+        if point >= tracker.next:
+            spans.add((point, top + 1))  # nothing arrived after it
         for lo, hi in tracker.holes:
             if lo == point:
-                spans.append((lo, hi))
-        floor = point
-    merged: list[list[int]] = []
-    for lo, hi in sorted(spans):
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
+                spans.add((lo, hi))
     total = 0
-    for lo, hi in merged:
+    for lo, hi in spans:
         lo, hi = max(lo, base), min(hi, top + 1)
         if lo < hi:
             gone = tracker.missing_in(lo, hi - 1)

@@ -151,6 +151,8 @@ def _correctness(coord: Coordinator) -> tuple[dict[str, Any], Tally]:
         "publications_sent": sent,
         "streams": len(streams),
         "consistent": total.delivered + total.lost == total.expected,
+        # Which receivers lost what (a sample per worker; times are monotonic).
+        "lost_sample": [loss for final in coord.finals for loss in final.get("losses", ())],
     }
     return correctness, total
 

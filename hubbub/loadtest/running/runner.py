@@ -35,6 +35,8 @@ Emit = Callable[[dict[str, Any]], None]
 LAG_PROBE = 0.05
 #: Receiving is "quiet" (in-flight publications have arrived) after this long without any.
 QUIET = 0.3
+#: Receivers' losses a worker describes in its final report, at most.
+LOSS_SAMPLE = 50
 
 
 async def _maybe_await(value: Any) -> None:
@@ -241,11 +243,16 @@ class Runner:
         await self._quiet()
         by_channel = index_by_channel(streams)
         tallies: dict[str, Tally] = {}
+        losses: list[dict[str, Any]] = []
         for user in self.users:
             receiver = user.receiver
             if receiver.subscribed or receiver.heard:
-                tally = tallies.setdefault(user.group, Tally())
-                receiver.account(streams, by_channel, tally)
+                mine = Tally()
+                receiver.account(streams, by_channel, mine)
+                tallies.setdefault(user.group, Tally()).add(mine)
+                if mine.lost and len(losses) < LOSS_SAMPLE:
+                    for loss in receiver.losses(streams, by_channel):
+                        losses.append({"user": user.index, **loss})
         for user in self.users:
             if user.session.connected:
                 try:
@@ -266,6 +273,7 @@ class Runner:
                 "type": "final",
                 "tick": last,
                 "tallies": {g: t.to_wire() for g, t in tallies.items()},
+                "losses": losses[:LOSS_SAMPLE],
                 "first_down": stats.first_down,
                 "last_back": stats.last_back,
                 "still_down": still_down,

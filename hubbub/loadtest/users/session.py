@@ -108,17 +108,21 @@ class FastSession(Listener):
 
     def error(self, key: str) -> None:
         self.stats.error(key)
+        self.receiver.note(time.monotonic(), key)
 
     def up(self) -> None:
         self.stats.connected += 1
+        self.receiver.note(time.monotonic(), f"up {self.lean.index}")
 
     def lost(self, reason: str | None) -> None:
         self.stats.connected -= 1
+        self.receiver.note(time.monotonic(), f"lost {reason}")
         if reason is not None:
             self.stats.disconnects[reason] += 1
 
     def subscribed(self, channel: str, now: float) -> None:
         self.receiver.joined(channel, now)
+        self.receiver.note(now, f"subscribed {channel}")
 
     def left(self, channel: str, now: float) -> None:
         self.receiver.leave(channel, now)
@@ -129,9 +133,11 @@ class FastSession(Listener):
     def recovery_refused(self, channel: str) -> None:
         self.stats.counts["recovery_failed"] += 1
         self.receiver.reloaded(channel)
+        self.receiver.note(time.monotonic(), f"refused {channel}")
 
     def lagged(self, dropped: int) -> None:
         self.stats.counts["lagged"] += dropped
+        self.receiver.note(time.monotonic(), f"lag {dropped}")
 
     def presence(self) -> None:
         self.stats.counts["presence_events"] += 1

@@ -67,3 +67,25 @@ def test_tick_reports_deltas_and_fresh_histograms() -> None:
     second = stats.tick()
     assert second["groups"]["all"] == {"received": 0, "hist": ""}
     assert second["requests"] == {} and second["errors"] == {}
+
+
+def test_losses_name_the_stream_the_numbers_and_the_trail() -> None:
+    """The report's sample of losses: which stream lost which numbers, beside
+    what happened to the connection (refused numbers and reloaded ones are no
+    losses)."""
+    stats = WorkerStats()
+    receiver = Receiver(run=1, group=stats.group("all"), stats=stats)
+    receiver.joined("c", 0.0)
+    receiver.note(1.0, "lost 3001")
+    sid = stream_id(0, 0)
+    for seq in (1, 2, 5, 6, 9):
+        receiver.on_pub("c", make_payload(1, sid, seq, 0.5, 64), 2.0)
+    receiver.reloaded("c")  # refused after 9: 10 reloaded
+    receiver.on_pub("c", make_payload(1, sid, 11, 0.5, 64), 2.0)
+    streams = {sid: StreamInfo("c", 0.5, 12, frozenset({7}))}
+    tally = Tally()
+    receiver.account(streams, index_by_channel(streams), tally)
+    assert (tally.lost, tally.reloaded) == (4, 1)
+    [loss] = receiver.losses(streams, index_by_channel(streams))
+    assert loss["stream"] == sid and loss["lost"] == [(3, 4), (8, 8), (12, 12)]
+    assert loss["trail"] == [(1.0, "lost 3001")]
