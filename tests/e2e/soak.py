@@ -12,7 +12,9 @@ and the exit status is non-zero on any loss or duplicate, on a drained node
 that does not exit 0, or on a broken run.
 
     python -m tests.e2e.soak            # the full run (make soak)
-    python -m tests.e2e.soak --short    # 300 clients, about 40 s
+    python -m tests.e2e.soak --short    # 300 clients, about 30 s (tests/e2e/test_soak.py)
+    python -m tests.e2e.soak --short --faults redis --report r.json
+                                        # one kind of fault; keep the JSON (lost_sample)
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ history_ttl = 600
 """
 
 
+#: The faults, in the order they come: rolling SIGTERM restart, node SIGKILL, Redis SIGKILL.
+FAULTS = ("restart", "kill", "redis")
+
+
 @dataclass(frozen=True)
 class Plan:
     users: int
@@ -54,6 +60,7 @@ class Plan:
     settle: float  # seconds between faults
     drain: float  # drain_timeout
     workers: int
+    faults: tuple[str, ...] = FAULTS
 
 
 FULL = Plan(
@@ -123,7 +130,19 @@ def drive(
 ) -> None:
     """The faults, one after another, each once the cluster settled again."""
     time.sleep(max(0.0, go - time.monotonic()))
-    for i, slot in enumerate(slots):  # rolling restart
+    if "restart" in plan.faults:
+        rolling_restart(plan, slots, config, redis, events)
+    if "kill" in plan.faults:
+        kill_node(plan, slots, config, redis, events)
+    if "redis" in plan.faults:
+        kill_redis(plan, slots, redis, events)
+
+
+def rolling_restart(
+    plan: Plan, slots: list[Slot], config: str, redis: RedisProc, events: Events
+) -> None:
+    """SIGTERM each node in turn (it drains), start it again, wait until all are ready."""
+    for i, slot in enumerate(slots):
         assert slot.proc is not None
         began = time.monotonic()
         slot.proc.signal(signal.SIGTERM)
@@ -137,6 +156,10 @@ def drive(
         start(slot, config, redis)
         events.ready_after[f"restart {i}"] = wait_ready(slots)
         time.sleep(plan.settle)
+
+
+def kill_node(plan: Plan, slots: list[Slot], config: str, redis: RedisProc, events: Events) -> None:
+    """SIGKILL node 1, start it again a little later."""
     victim = slots[1]
     assert victim.proc is not None
     victim.proc.signal(signal.SIGKILL)
@@ -148,6 +171,10 @@ def drive(
     events.ready_after["node SIGKILL"] = wait_ready(slots)
     events.log("node 1 back")
     time.sleep(plan.settle)
+
+
+def kill_redis(plan: Plan, slots: list[Slot], redis: RedisProc, events: Events) -> None:
+    """SIGKILL redis-server and start it again, empty (no persistence)."""
     redis.kill()
     events.log("redis SIGKILL")
     time.sleep(plan.settle / 2)
@@ -208,6 +235,7 @@ def summary(report: dict[str, Any], events: Events, plan: Plan) -> tuple[list[st
 
 def run(plan: Plan, keep: str | None = None) -> int:
     events = Events()
+    events.log(f"start (monotonic {events.started:.3f}; the report's times are monotonic)")
     config = CONFIG.format(drain=plan.drain)
     redis = start_redis()
     slots = [Slot() for _ in range(3)]
@@ -255,11 +283,22 @@ def run(plan: Plan, keep: str | None = None) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="soak", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--short", action="store_true", help="300 clients, about 40 s")
+    parser.add_argument("--short", action="store_true", help="300 clients, about 30 s")
     parser.add_argument("--users", type=int, help="override the number of clients")
     parser.add_argument("--report", metavar="FILE", help="keep hubbub-loadtest's JSON report")
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help="which faults, comma-separated (to isolate one): restart (rolling SIGTERM), "
+        "kill (node SIGKILL), redis (Redis SIGKILL + restart); '' for none",
+    )
     args = parser.parse_args()
     plan = SHORT if args.short else FULL
+    faults = tuple(f for f in args.faults.split(",") if f)
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+    plan = Plan(**{**plan.__dict__, "faults": faults})
     if args.users:
         plan = Plan(**{**plan.__dict__, "users": args.users})
     sys.exit(run(plan, args.report))
