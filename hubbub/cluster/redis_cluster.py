@@ -64,7 +64,7 @@ from hubbub.cluster.redis_conn import (
     split_hosts_url,
 )
 from hubbub.cluster.redis_layout import SlotKeys
-from hubbub.cluster.redis_scripts import PUBLISH_SHARDED
+from hubbub.cluster.redis_scripts import ALL_SHARDED, PUBLISH_SHARDED
 from hubbub.cluster.redis_shard import Commands, Shard
 from hubbub.cluster.redis_spubsub import ShardedSubscriber
 
@@ -114,6 +114,7 @@ class ClusterShard(Shard):
     """One cluster primary: commands, health, sharded pub/sub."""
 
     subscriber_class = ShardedSubscriber
+    scripts = ALL_SHARDED
     probe_command = b"SPUBLISH"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -6,6 +6,12 @@ number of others are in flight, and commands queued in one loop iteration
 share one write (DESIGN.md "The hot path", point 4). One connection per shard
 carries every publish, history read and presence call of the node.
 
+Each new connection first loads the engine's scripts (``preamble``: ``SCRIPT
+LOAD``, answered before anything after it), so an ``EVALSHA`` on it never
+meets a Redis that lost them (a restart, a failover): the fallback on NOSCRIPT
+re-sends a command *after* the ones queued behind it, which would reorder a
+connection's publishes.
+
 Failure is loud and fast: a broken connection fails every command in flight
 with :class:`~cluster.exceptions.BrokerUnavailable` and reports the error (the
 shard is then known down and later commands fail at once until a health check
@@ -64,8 +70,10 @@ class Pipe:
         *,
         is_up: Callable[[], bool],
         on_error: Callable[[BaseException], None],
+        preamble: tuple[bytes, ...] = (),
     ) -> None:
         self.name = name
+        self._preamble = preamble
         self._factory = factory
         self._is_up = is_up
         self._on_error = on_error
@@ -120,6 +128,12 @@ class Pipe:
                 self._read(session), name=f"{self.name}-reader"
             )
             session.writer.task.add_done_callback(lambda t: self._writer_done(session, t))
+            now = asyncio.get_running_loop().time()
+            for command in self._preamble:  # ahead of every command (module doc)
+                done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                done.add_done_callback(_ignore)
+                session.pending.append((done, now))
+                session.writer.send(command)
             return session
 
     async def _read(self, session: _Session) -> None:

@@ -2,9 +2,10 @@
 
 Each runs atomically in Redis, so a publication's offset, its history entry and
 its PUBLISH can never disagree, and a read sees the epoch, the top offset and
-the entries of one instant. Scripts are called with EVALSHA and re-sent with
-EVAL when the server answers NOSCRIPT (e.g. after a restart), which also
-caches them again.
+the entries of one instant. Every command connection loads them first (SCRIPT
+LOAD, :mod:`cluster.redis_pipe`); they are called with EVALSHA and re-sent
+with EVAL when the server answers NOSCRIPT all the same (``SCRIPT FLUSH``),
+which also caches them again.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ return live
 """,
 )
 
+#: Every script of a Redis server (or Sentinel's primary).
 ALL = (PUBLISH, HISTORY, PRESENCE_ADD, PRESENCE_GET)
 #: Every script of a Redis Cluster.
 ALL_SHARDED = (PUBLISH_SHARDED, HISTORY, PRESENCE_ADD, PRESENCE_GET)

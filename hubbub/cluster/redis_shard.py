@@ -54,7 +54,7 @@ from hubbub.cluster.redis_layout import Keys
 from hubbub.cluster.redis_pipe import Pipe
 from hubbub.cluster.redis_probe import Probe
 from hubbub.cluster.redis_pubsub import Subscriber
-from hubbub.cluster.redis_scripts import Script
+from hubbub.cluster.redis_scripts import ALL, Script
 
 #: Error replies that mean "not now" (503), not a bug (500).
 _UNAVAILABLE = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
@@ -91,7 +91,8 @@ class Commands:
     async def eval(
         self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | bytes | int]
     ) -> Any:
-        """EVALSHA ``script``; on NOSCRIPT (a restarted Redis) EVAL it, which caches it again."""
+        """EVALSHA ``script``; on NOSCRIPT (``SCRIPT FLUSH``: a new connection
+        loaded it first) EVAL it, which caches it again."""
         try:
             return await self.execute(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
         except NoScriptError:
@@ -105,6 +106,8 @@ class Shard(Commands):
     subscriber_class: type[Subscriber] = Subscriber
     #: How a probe is published (SPUBLISH on a Redis Cluster primary).
     probe_command: bytes = b"PUBLISH"
+    #: The scripts its command connection loads first (cluster.redis_pipe).
+    scripts: tuple[Script, ...] = ALL
 
     #: Seconds between health checks.
     health_interval: float = 0.5
@@ -135,6 +138,7 @@ class Shard(Commands):
             self.endpoint.factory(f"hubbub-{node_id}-cmd"),
             is_up=self._is_up,
             on_error=self._pipe_error,
+            preamble=tuple(pack(b"SCRIPT", b"LOAD", s.source) for s in self.scripts),
         )
         self.subscriber = self.subscriber_class(
             self.label,

@@ -643,3 +643,34 @@ async def test_node_registry(
         assert loop.time() < deadline, "a dead node stayed in the registry"
         await asyncio.sleep(0.1)
     assert [n["node"] for n in await c.nodes()] == ["node-c"]
+
+
+async def test_a_restarted_redis_has_the_scripts_before_the_first_command(
+    redis_server: RedisProc, nodes: Callable[..., RedisBroker], channel: str
+) -> None:
+    """A new command connection loads the scripts before anything else, so no
+    EVALSHA meets NOSCRIPT after a restart. Its fallback (EVAL, sent once the
+    NOSCRIPT reply is read) ran a publish after later ones of the same
+    connection: the soak saw one publisher's stream reordered after Redis came
+    back (the offsets follow the order Redis ran them in)."""
+    handler = RecordingHandler()
+    node = await started(nodes([redis_server.url]), handler)
+    await node.publish(channel, 0, options=HISTORY)
+    redis_server.kill()
+    await eventually(lambda: not node.healthy)
+    redis_server.start()  # empty: no scripts cached
+    await eventually(lambda: node.healthy)
+    positions = await asyncio.gather(
+        *(node.publish(channel, n, options=HISTORY) for n in range(1, 21))
+    )
+    assert [p.offset for p in positions if p is not None] == list(range(1, 21))
+    history = await node.history(channel, options=HISTORY)
+    assert [p.data for p in history.publications] == list(range(1, 21))
+    await node.add_presence(channel, ClientInfo("c", "u"))
+    assert set(await node.presence(channel)) == {"c"}
+    raw = aioredis.from_url(redis_server.url)
+    try:
+        errors = await raw.info("errorstats")
+        assert "errorstat_NOSCRIPT" not in errors, errors
+    finally:
+        await raw.aclose()
