@@ -12,6 +12,11 @@ meets a Redis that lost them (a restart, a failover): the fallback on NOSCRIPT
 re-sends a command *after* the ones queued behind it, which would reorder a
 connection's publishes.
 
+Commands go on the wire in the order :meth:`Pipe.call` was called, also
+while a connection is being opened: a caller arriving then queues behind the
+ones waiting for it (one connection carries a client connection's publishes,
+whose order Redis numbers them in).
+
 Failure is loud and fast: a broken connection fails every command in flight
 with :class:`~cluster.exceptions.BrokerUnavailable` and reports the error (the
 shard is then known down and later commands fail at once until a health check
@@ -81,6 +86,8 @@ class Pipe:
         self._lock = asyncio.Lock()
         self._closed = False
         self._closing: set[asyncio.Task[None]] = set()  # connections being dropped
+        #: Callers waiting for a connection to open: later ones queue behind them.
+        self._queued = 0
 
     async def call(self, command: bytes, *, asking: bool = False) -> Any:
         """Send one packed command and return its reply.
@@ -93,8 +100,14 @@ class Pipe:
         if not self._is_up():
             raise BrokerUnavailable("redis unreachable")
         session = self._session
-        if session is None or session.dead:
-            session = await self._open()
+        if session is None or session.dead or self._queued:
+            # In line behind those already waiting (the lock is FIFO), so commands
+            # go out in the order they were made even while a connection opens.
+            self._queued += 1
+            try:
+                session = await self._open()
+            finally:
+                self._queued -= 1
         if len(session.pending) >= self.max_in_flight:
             raise BrokerUnavailable("too many commands waiting for redis")
         loop = asyncio.get_running_loop()

@@ -674,3 +674,22 @@ async def test_a_restarted_redis_has_the_scripts_before_the_first_command(
         assert "errorstat_NOSCRIPT" not in errors, errors
     finally:
         await raw.aclose()
+
+
+async def test_publishes_keep_their_order_while_the_connection_is_reopened(
+    redis_server: RedisProc, nodes: Callable[..., RedisBroker], channel: str
+) -> None:
+    """Commands made while the command connection is being opened go out in the
+    order they were made: one that came once the connection was there had
+    overtaken those still waiting for it (a publisher's stream reordered
+    after a Redis restart, in the soak)."""
+    node = await started(nodes([redis_server.url]), RecordingHandler())
+    await node.publish(channel, 0, options=HISTORY)
+    node.shards[0].pipe.abort("test: dropped")
+    await eventually(lambda: node.healthy)
+    tasks = []
+    for n in range(1, 41):  # a steady stream, one per loop iteration
+        tasks.append(asyncio.ensure_future(node.publish(channel, n, options=HISTORY)))
+        await asyncio.sleep(0)
+    positions = await asyncio.gather(*tasks)
+    assert [p.offset for p in positions if p is not None] == list(range(2, 42))
