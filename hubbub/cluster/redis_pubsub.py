@@ -14,8 +14,11 @@ has local subscribers is SUBSCRIBEd again, and each of those gets
 ``on_gap`` once confirmed, since publications may have been missed meanwhile
 (held back until the health check sees the shard up, so that the recovery the
 gap starts is not refused: behind Sentinel the reader may reach the new
-primary first). While connected, consecutive offsets are checked per channel (offset + epoch
-of the last publication seen) and a jump is reported with ``on_gap`` too.
+primary first); meanwhile the channel's publications with an offset are not
+delivered, since one would move the subscribers' position past the gap their
+recovery must fill (they come from history with the rest). While connected,
+consecutive offsets are checked per channel (offset + epoch of the last
+publication seen) and a jump is reported with ``on_gap`` too.
 
 Whether the connection still hears anything is the delivery probe's question
 (:mod:`cluster.redis_probe`): each connection also SUBSCRIBEs the node's probe
@@ -147,6 +150,7 @@ class Subscriber:
         if self._held_gaps and self._is_up():
             held, self._held_gaps = self._held_gaps, set()
             for channel in held:
+                self._last.pop(channel, None)  # what was held back is not a second gap
                 if channel in self.wanted:
                     self._gap(channel)
 
@@ -381,6 +385,11 @@ class Subscriber:
                 offset = message.get("o")
                 epoch = message.get("e")
                 if offset is not None:
+                    if channel in self._held_gaps:
+                        # Its subscribers are owed a ``lag`` (told once the shard
+                        # is up) and will recover from their last position: a
+                        # live one now would move that position past the gap.
+                        return
                     last = self._last.get(channel)
                     self._last[channel] = (offset, epoch)
                     if last is not None and (
