@@ -236,6 +236,7 @@ class RedisBroker(Broker):
                 _ms(options.history_ttl),
                 self._new_epoch(),
             ),
+            replicated=True,
         )
         return StreamPosition(reply[0], reply[1].decode())
 

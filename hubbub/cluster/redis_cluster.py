@@ -35,6 +35,10 @@ probe (the slot left or is leaving) drops that channel and refreshes the map;
 a new one in another slot follows. A primary that owns no slot (one being
 emptied) is not probed; its subscriber is not connected unless channels are
 still being moved off it.
+
+A publication is acknowledged once ``WAIT`` says one replica of the slot's
+primary holds it (``?min_replicas=1``, the default; ``0`` turns it off), so the
+replica that takes over a failed primary holds every acknowledged publication.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from hubbub.cluster.broker import BrokerHandler
 from hubbub.cluster.exceptions import BrokerUnavailable, SlotMoved
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_conn import (
+    Replication,
     Supervised,
     close_quietly,
     connect,
@@ -62,6 +67,7 @@ from hubbub.cluster.redis_conn import (
     describe,
     pack,
     split_hosts_url,
+    split_replication,
 )
 from hubbub.cluster.redis_layout import SlotKeys
 from hubbub.cluster.redis_scripts import ALL_SHARDED, PUBLISH_SHARDED
@@ -72,6 +78,8 @@ SCHEME = "redis+cluster"
 SLOTS = REDIS_CLUSTER_HASH_SLOTS
 Address = tuple[str, int]
 _CLUSTER_SLOTS = pack(b"CLUSTER", b"SLOTS")
+#: What a cluster URL asks unless it says: one replica holds each publication.
+ONE_REPLICA = Replication(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +89,18 @@ class ClusterTarget:
     seeds: tuple[Address, ...]
     username: str | None = None
     password: str | None = None
+    #: Replicas of a slot's primary a publication must reach (``?min_replicas=``).
+    replication: Replication = ONE_REPLICA
 
 
 def parse_cluster_url(url: str) -> ClusterTarget:
-    """Parse ``redis+cluster://[[user]:password@]H1:P1[,H2:P2...]``; ``ValueError`` if bad."""
+    """Parse ``redis+cluster://[[user]:password@]H1:P1[,H2:P2...][?min_replicas=N
+    &replica_timeout_ms=MS]``; ``ValueError`` if bad."""
+    url, replication = split_replication(url, ONE_REPLICA.replicas)
     url_parts = split_hosts_url(url, SCHEME)
     if url_parts.path:
         raise ValueError(f"{SCHEME}: a cluster has one database, no path: {url!r}")
-    return ClusterTarget(url_parts.hosts, url_parts.username, url_parts.password)
+    return ClusterTarget(url_parts.hosts, url_parts.username, url_parts.password, replication)
 
 
 @lru_cache(maxsize=65536)
@@ -181,7 +193,7 @@ class Route(Commands):
         shard = self._broker.owner(self.slot)
         return shard is not None and shard.up
 
-    async def execute(self, command: bytes) -> Any:
+    async def execute(self, command: bytes, *, replicated: bool = False) -> Any:
         broker = self._broker
         for _ in range(broker.max_redirects):
             shard = broker.owner(self.slot)
@@ -189,13 +201,13 @@ class Route(Commands):
                 broker.wake()
                 raise BrokerUnavailable("redis cluster: no primary serves the channel's slot")
             try:
-                return await shard.execute(command)
+                return await shard.execute(command, replicated=replicated)
             except MovedError as exc:  # not run there: safe to send again
                 await broker.moved(exc.slot_id, (exc.host, exc.port))
             except AskError as exc:  # the slot is moving and the keys already went
                 target = await broker.shard_at((exc.host, exc.port))
                 try:
-                    return await target.execute(command, asking=True)
+                    return await target.execute(command, replicated=replicated, asking=True)
                 except MovedError as again:
                     await broker.moved(again.slot_id, (again.host, again.port))
             except ClusterDownError as exc:
@@ -312,7 +324,9 @@ class ClusterBroker(RedisBroker):
             if self.target.password is not None or self.target.username:
                 auth = f"{quote(self.target.username or '')}:{quote(self.target.password or '')}@"
             shard = self._shard(
-                f"c{next(self._shard_ids)}", f"redis://{auth}{host}:{port}/0", ClusterShard
+                f"c{next(self._shard_ids)}",
+                f"redis://{auth}{host}:{port}/0?{self.target.replication.query}",
+                ClusterShard,
             )
             shard.sharded.on_moved = self._on_moved
             self._primaries[address] = shard

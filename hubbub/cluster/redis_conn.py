@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
@@ -127,6 +127,66 @@ def split_hosts_url(url: str, scheme: str) -> HostsURL:
     )
 
 
+#: The most a ``replica_timeout_ms`` may be: a command waits at most two WAITs
+#: on the pipe, well inside the shard's command watchdog (2 s).
+MAX_REPLICA_TIMEOUT_MS = 900
+#: Milliseconds WAIT waits for the replicas unless the URL says.
+REPLICA_TIMEOUT_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """How many replicas must hold a publication before it is acknowledged:
+    the URL's ``?min_replicas=N&replica_timeout_ms=MS`` (Redis ``WAIT N MS``
+    after the publish script; fewer replicas in time: 503, "not replicated")."""
+
+    replicas: int = 0
+    timeout_ms: int = REPLICA_TIMEOUT_MS
+
+    @property
+    def query(self) -> str:
+        """The URL query that says this (for the primaries of a Redis Cluster)."""
+        return urlencode({"min_replicas": self.replicas, "replica_timeout_ms": self.timeout_ms})
+
+    @property
+    def wait(self) -> bytes:
+        return pack(b"WAIT", self.replicas, self.timeout_ms)
+
+
+#: Acknowledge without waiting for replicas (a plain ``redis://`` URL's default).
+NO_REPLICAS = Replication()
+
+
+def split_replication(url: str, default_replicas: int) -> tuple[str, Replication]:
+    """``url`` without its replication parameters, and the :class:`Replication`
+    they say (``default_replicas`` when ``min_replicas`` is not given);
+    ``ValueError`` when a value is not a number in range."""
+    base, _, query = url.partition("?")
+    rest: list[tuple[str, str]] = []
+    given: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in ("min_replicas", "replica_timeout_ms"):
+            given[key] = value
+        else:
+            rest.append((key, value))
+    replicas = _integer(given, "min_replicas", default_replicas, 0, 100)
+    timeout_ms = _integer(
+        given, "replica_timeout_ms", REPLICA_TIMEOUT_MS, 1, MAX_REPLICA_TIMEOUT_MS
+    )
+    if given:
+        url = f"{base}?{urlencode(rest)}" if rest else base
+    return url, Replication(replicas, timeout_ms)
+
+
+def _integer(given: dict[str, str], key: str, default: int, low: int, high: int) -> int:
+    text = given.get(key)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"?{key}= must be a whole number from {low} to {high}: {text!r}")
+    return int(text)
+
+
 def pack(*args: bytes | str | int) -> bytes:
     """One command in RESP: an array of bulk strings (hiredis packs it in C,
     twice as fast as the same in Python, on every publish)."""
@@ -234,17 +294,20 @@ class Supervised:
 
 
 class Endpoint:
-    """Where one shard's connections go, and how the health check knows it is
-    the right server: a plain ``redis://`` URL is one address, PINGed.
+    """Where one shard's connections go, how the health check knows it is
+    the right server, and how many replicas a publication must reach
+    (:class:`Replication`): a plain ``redis://`` URL is one address, PINGed.
     :class:`~cluster.redis_sentinel.SentinelEndpoint` asks the sentinels for
     the primary on every connect and checks its ``ROLE``.
     """
 
     #: The health check's command and :meth:`probe_ok` judges its reply.
     probe: bytes = pack(b"PING")
+    #: Replicas a publication must reach unless the URL says (plain Redis: none).
+    default_replicas: int = 0
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url, self.replication = split_replication(url, self.default_replicas)
 
     def factory(self, client_name: str, socket_timeout: float | None = None) -> ConnectionFactory:
         return connection_factory(self.url, client_name=client_name, socket_timeout=socket_timeout)

@@ -22,6 +22,16 @@ with :class:`~cluster.exceptions.BrokerUnavailable` and reports the error (the
 shard is then known down and later commands fail at once until a health check
 succeeds); a command without a reply after ``timeout`` seconds (checked by the
 shard's watchdog through :meth:`Pipe.check`) breaks the connection the same way.
+
+A replicated command (the publish script, when the URL asks for
+``min_replicas``) is answered only once Redis ``WAIT`` says enough replicas
+hold it. WAIT is sent on the same connection right behind the command (it waits
+for the connection's last write), and commits are grouped: while one WAIT is
+on the wire, the replicated commands sent after it share the next one, sent as
+soon as the first is answered. So one replica round trip acknowledges every
+publication of its interval, and the pipe never holds more than two WAITs.
+Fewer replicas than asked within the timeout: 503, "not replicated" (the
+command ran on the primary; whether it survives a failover is unknown).
 """
 
 from __future__ import annotations
@@ -36,7 +46,15 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from hubbub.cluster.exceptions import BrokerUnavailable
-from hubbub.cluster.redis_conn import ConnectionFactory, Writer, close_quietly, connect, pack
+from hubbub.cluster.redis_conn import (
+    NO_REPLICAS,
+    ConnectionFactory,
+    Replication,
+    Writer,
+    close_quietly,
+    connect,
+    pack,
+)
 
 _ASKING = pack(b"ASKING")
 
@@ -44,13 +62,16 @@ _ASKING = pack(b"ASKING")
 class _Session:
     """One TCP connection of a pipe and the commands waiting on it."""
 
-    __slots__ = ("conn", "dead", "pending", "reader", "writer")
+    __slots__ = ("acks", "conn", "dead", "later", "pending", "reader", "waiting", "writer")
 
     def __init__(self, conn: AbstractConnection, name: str) -> None:
         self.conn = conn
         self.dead = False
         # (reply future, when it was queued), in the order of the wire.
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.waiting = False  # a WAIT is on the wire
+        self.acks: list[asyncio.Future[int]] = []  # what that WAIT acknowledges
+        self.later: list[asyncio.Future[int]] = []  # sent after it: the next WAIT's
         self.writer = Writer(conn, f"{name}-writer")
         self.reader: asyncio.Task[None] | None = None
 
@@ -76,9 +97,12 @@ class Pipe:
         is_up: Callable[[], bool],
         on_error: Callable[[BaseException], None],
         preamble: tuple[bytes, ...] = (),
+        replication: Replication = NO_REPLICAS,
     ) -> None:
         self.name = name
         self._preamble = preamble
+        self.replication = replication
+        self._wait = replication.wait
         self._factory = factory
         self._is_up = is_up
         self._on_error = on_error
@@ -89,13 +113,15 @@ class Pipe:
         #: Callers waiting for a connection to open: later ones queue behind them.
         self._queued = 0
 
-    async def call(self, command: bytes, *, asking: bool = False) -> Any:
+    async def call(self, command: bytes, *, asking: bool = False, replicated: bool = False) -> Any:
         """Send one packed command and return its reply.
 
         Raises :class:`BrokerUnavailable` when the shard is down or the
         connection breaks before the reply; an error reply raises its
         ``ResponseError``. With ``asking`` the command follows an ``ASKING`` in
         the same write (a Redis Cluster ASK redirect; its ``OK`` is dropped).
+        With ``replicated`` the reply is returned once ``WAIT`` counted
+        :attr:`replication`'s replicas (503 when fewer answered in time).
         """
         if not self._is_up():
             raise BrokerUnavailable("redis unreachable")
@@ -119,7 +145,58 @@ class Pipe:
             command = _ASKING + command
         session.pending.append((future, loop.time()))
         session.writer.send(command)
-        return await future
+        if not replicated or not self.replication.replicas:
+            return await future
+        ack = self._acknowledgement(session)
+        try:
+            reply = await future
+        except BaseException:
+            ack.add_done_callback(_ignore)
+            raise
+        try:
+            replicas = await ack
+        except ResponseError as exc:  # "WAIT cannot be used with replica instances", ...
+            raise BrokerUnavailable(f"not replicated: WAIT answered {exc}") from exc
+        wanted = self.replication
+        if replicas < wanted.replicas:
+            raise BrokerUnavailable(
+                f"not replicated: {replicas} of {wanted.replicas} replicas acknowledged"
+                f" within {wanted.timeout_ms} ms"
+            )
+        return reply
+
+    def _acknowledgement(self, session: _Session) -> asyncio.Future[int]:
+        """The future of the WAIT that covers the command just sent: a new WAIT
+        now, or the next one when a WAIT is already on the wire."""
+        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if session.waiting:
+            session.later.append(ack)
+        else:
+            session.acks.append(ack)
+            self._send_wait(session)
+        return ack
+
+    def _send_wait(self, session: _Session) -> None:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        reply.add_done_callback(lambda done: self._waited(session, done))
+        session.waiting = True
+        session.pending.append((reply, loop.time()))
+        session.writer.send(self._wait)
+
+    def _waited(self, session: _Session, reply: asyncio.Future[Any]) -> None:
+        """A WAIT was answered: settle what it covered, send the next one if due."""
+        acks, session.acks, session.later = session.acks, session.later, []
+        session.waiting = False
+        error = reply.exception() if not reply.cancelled() else ConnectionError("pipe closed")
+        for ack in acks:
+            if not ack.done():
+                if error is None:
+                    ack.set_result(reply.result())
+                else:
+                    ack.set_exception(error)
+        if session.acks and not session.dead:
+            self._send_wait(session)
 
     async def _open(self) -> _Session:
         async with self._lock:
@@ -188,8 +265,9 @@ class Pipe:
         session.writer.stop()
         if session.reader is not None and session.reader is not asyncio.current_task():
             session.reader.cancel()
-        pending = list(session.pending)
+        pending = [*session.pending, *((ack, 0.0) for ack in session.acks + session.later)]
         session.pending.clear()
+        session.acks, session.later = [], []
         for future, _ in pending:
             if not future.done():
                 error = BrokerUnavailable("redis connection lost")

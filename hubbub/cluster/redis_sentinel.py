@@ -19,6 +19,13 @@ answer) counts as down, so nothing is written to a replica.
 URL: ``redis+sentinel://[[user]:password@]H1:P1[,H2:P2...]/MASTER[/DB]`` with the
 password of the Redis servers; ``?sentinel_password=...`` when the sentinels
 have their own (and ``?sentinel_username=...``).
+
+Replication is asynchronous, so a primary killed right after a write may take
+it along; the sentinels promote the replica with the highest replication
+offset. A publication is therefore acknowledged only once ``WAIT`` says one
+replica holds it (``?min_replicas=1``, the default here; ``0`` turns it off;
+``?replica_timeout_ms=`` bounds the wait, 500 by default), so the promoted
+replica holds every acknowledged publication (:mod:`cluster.redis_pipe`).
 """
 
 from __future__ import annotations
@@ -95,10 +102,11 @@ class SentinelEndpoint(Endpoint):
     """The primary of one Sentinel-monitored master, found on every connect."""
 
     probe = pack(b"ROLE")
+    default_replicas = 1
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.target = target = parse_sentinel_url(url)
+        self.target = target = parse_sentinel_url(self.url)
         sentinel_options: dict[str, Any] = {
             "socket_timeout": CONNECT_TIMEOUT,
             "socket_connect_timeout": CONNECT_TIMEOUT,

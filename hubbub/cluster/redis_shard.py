@@ -73,7 +73,12 @@ class Backend(Protocol):
     async def call(self, *args: bytes | str | int) -> Any: ...
 
     async def eval(
-        self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | bytes | int]
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[str | bytes | int],
+        *,
+        replicated: bool = False,
     ) -> Any: ...
 
 
@@ -81,7 +86,7 @@ class Commands:
     """``call`` and ``eval`` on top of :meth:`execute` (a shard, or a route
     that finds the shard of a Redis Cluster slot)."""
 
-    async def execute(self, command: bytes) -> Any:
+    async def execute(self, command: bytes, *, replicated: bool = False) -> Any:
         raise NotImplementedError
 
     async def call(self, *args: bytes | str | int) -> Any:
@@ -89,14 +94,25 @@ class Commands:
         return await self.execute(pack(*args))
 
     async def eval(
-        self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | bytes | int]
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[str | bytes | int],
+        *,
+        replicated: bool = False,
     ) -> Any:
         """EVALSHA ``script``; on NOSCRIPT (``SCRIPT FLUSH``: a new connection
-        loaded it first) EVAL it, which caches it again."""
+        loaded it first) EVAL it, which caches it again. ``replicated``: answered
+        once the URL's ``min_replicas`` hold it (:class:`~cluster.redis_pipe.Pipe`),
+        else 503."""
         try:
-            return await self.execute(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
+            return await self.execute(
+                pack(b"EVALSHA", script.sha, len(keys), *keys, *args), replicated=replicated
+            )
         except NoScriptError:
-            return await self.execute(pack(b"EVAL", script.source, len(keys), *keys, *args))
+            return await self.execute(
+                pack(b"EVAL", script.source, len(keys), *keys, *args), replicated=replicated
+            )
 
 
 class Shard(Commands):
@@ -139,6 +155,7 @@ class Shard(Commands):
             is_up=self._is_up,
             on_error=self._pipe_error,
             preamble=tuple(pack(b"SCRIPT", b"LOAD", s.source) for s in self.scripts),
+            replication=self.endpoint.replication,
         )
         self.subscriber = self.subscriber_class(
             self.label,
@@ -196,10 +213,13 @@ class Shard(Commands):
 
     # -- commands --------------------------------------------------------------
 
-    async def execute(self, command: bytes, *, asking: bool = False) -> Any:
-        """Run one packed command (after ``ASKING``: a Redis Cluster ASK redirect)."""
+    async def execute(
+        self, command: bytes, *, replicated: bool = False, asking: bool = False
+    ) -> Any:
+        """Run one packed command (after ``ASKING``: a Redis Cluster ASK redirect;
+        ``replicated``: acknowledged by the URL's ``min_replicas``)."""
         try:
-            return await self.pipe.call(command, asking=asking)
+            return await self.pipe.call(command, asking=asking, replicated=replicated)
         except _UNAVAILABLE as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         except ResponseError as exc:

@@ -1,0 +1,165 @@
+"""Publications acknowledged only once replicated (``?min_replicas=N``: Redis
+``WAIT`` after the publish script), against real redis-server processes: a
+lone primary refuses with 503 "not replicated", a primary with a replica
+acknowledges, and the publications of one interval share one WAIT."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import pytest_asyncio
+
+from hubbub.client import Client, ReplyError
+from hubbub.cluster.broker import ClientInfo
+from hubbub.cluster.exceptions import BrokerUnavailable
+from hubbub.cluster.factory import check_redis_urls
+from hubbub.cluster.redis import RedisBroker
+from hubbub.cluster.redis_cluster import parse_cluster_url
+from hubbub.cluster.redis_conn import Replication, endpoint, split_replication
+from tests.cluster.contract import HISTORY, NO_HISTORY, RecordingHandler
+from tests.procs import RedisProc, free_port, start_node, start_redis
+
+
+def test_replication_parameters_of_each_scheme() -> None:
+    assert split_replication("redis://h:1/0", 0) == ("redis://h:1/0", Replication(0, 500))
+    assert split_replication("redis://h:1/0?min_replicas=2&replica_timeout_ms=50", 0) == (
+        "redis://h:1/0",
+        Replication(2, 50),
+    )
+    # Other parameters stay for redis-py (or the sentinels).
+    assert split_replication("redis://h:1/0?min_replicas=1&db=2", 0)[0] == "redis://h:1/0?db=2"
+    assert endpoint("redis://h:1/0").replication == Replication(0)
+    sentinel = endpoint("redis+sentinel://h:1,h:2/m?sentinel_password=s")
+    assert sentinel.replication == Replication(1)
+    assert endpoint("redis+sentinel://h:1/m?min_replicas=0").replication == Replication(0)
+    assert parse_cluster_url("redis+cluster://h:1").replication == Replication(1)
+    assert parse_cluster_url(
+        "redis+cluster://h:1,h:2?replica_timeout_ms=200"
+    ).replication == Replication(1, 200)
+    for bad in ("min_replicas=-1", "min_replicas=x", "replica_timeout_ms=0", "min_replicas="):
+        with pytest.raises(ValueError, match="must be a whole number"):
+            check_redis_urls([f"redis://h:1/0?{bad}"])
+    with pytest.raises(ValueError, match="replica_timeout_ms"):  # WAIT 0 would wait forever
+        check_redis_urls(["redis+cluster://h:1?replica_timeout_ms=100000"])
+
+
+@pytest.fixture(scope="module")
+def lone() -> Iterator[RedisProc]:
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def replicated() -> Iterator[RedisProc]:
+    """A primary with one replica, in sync."""
+    primary = start_redis()
+    replica = RedisProc(
+        free_port(),
+        tempfile.mkdtemp(prefix="hubbub-redis-"),
+        args=("--replicaof", "127.0.0.1", str(primary.port), "--repl-diskless-sync-delay", "0"),
+    )
+    replica.start()
+    deadline = time.monotonic() + 10
+    while "master_link_status:up" not in _info(replica.port, "replication"):
+        assert time.monotonic() < deadline, "the replica did not sync"
+        time.sleep(0.05)
+    yield primary
+    replica.stop()
+    primary.stop()
+
+
+def _info(port: int, section: str) -> str:
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "INFO", section], capture_output=True, text=True, timeout=5
+    )
+    return out.stdout
+
+
+def _wait_calls(port: int) -> int:
+    found = re.search(r"cmdstat_wait:calls=(\d+)", _info(port, "commandstats"))
+    return int(found.group(1)) if found else 0
+
+
+@pytest_asyncio.fixture
+async def make() -> AsyncIterator[Callable[[str], Awaitable[RedisBroker]]]:
+    """Start brokers on a URL; each is closed after the test."""
+    made: list[RedisBroker] = []
+
+    async def start(url: str) -> RedisBroker:
+        engine = RedisBroker([url], node_id=uuid.uuid4().hex[:8])
+        made.append(engine)
+        await engine.start(RecordingHandler())
+        return engine
+
+    yield start
+    for engine in made:
+        await engine.close()
+
+
+async def test_no_replica_refuses_with_503_and_writes_that_need_none_go_on(
+    lone: RedisProc, make: Callable[[str], Awaitable[RedisBroker]]
+) -> None:
+    broker = await make(f"{lone.url}?min_replicas=1&replica_timeout_ms=50")
+    channel = f"chat:{uuid.uuid4().hex}"
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="not replicated: 0 of 1 replicas") as caught:
+        await broker.publish(channel, "x", options=HISTORY)
+    assert caught.value.code == 503
+    assert time.monotonic() - started < 1.0  # WAIT's timeout, not a hang
+    # What is not history does not wait: join/leave, presence, a publication
+    # without history, reads.
+    info = ClientInfo("c-1", "u-1")
+    await broker.publish(channel, "y", options=NO_HISTORY)
+    await broker.publish_join(channel, info)
+    await broker.add_presence(channel, info)
+    assert set(await broker.presence(channel)) == {"c-1"}
+    history = await broker.history(channel, options=HISTORY)
+    assert history.position.offset == 1  # written on the primary: the 503 says "unknown"
+    # The same server with min_replicas=0 (plain redis:// default) acknowledges.
+    plain = await make(lone.url)
+    position = await plain.publish(channel, "z", options=HISTORY)
+    assert position is not None and position.offset == 2
+
+
+async def test_a_replica_acknowledges_and_an_interval_shares_one_wait(
+    replicated: RedisProc, make: Callable[[str], Awaitable[RedisBroker]]
+) -> None:
+    broker = await make(f"{replicated.url}?min_replicas=1")
+    channel = f"chat:{uuid.uuid4().hex}"
+    position = await broker.publish(channel, "first", options=HISTORY)
+    assert position is not None and position.offset == 1
+    before = _wait_calls(replicated.port)
+    count = 300
+    positions = await asyncio.gather(
+        *(broker.publish(channel, i, options=HISTORY) for i in range(count))
+    )
+    assert sorted(p.offset for p in positions if p is not None) == list(range(2, count + 2))
+    waits = _wait_calls(replicated.port) - before
+    assert 1 <= waits <= 3, waits  # one WAIT on the wire at a time, the rest share the next
+    # Two replicas asked, one there: refused.
+    strict = await make(f"{replicated.url}?min_replicas=2&replica_timeout_ms=50")
+    with pytest.raises(BrokerUnavailable, match="not replicated: 1 of 2 replicas"):
+        await strict.publish(channel, "two", options=HISTORY)
+
+
+async def test_node_answers_503_not_replicated(lone: RedisProc) -> None:
+    node = start_node(
+        "[namespaces.chat]\nhistory_size = 10\n",
+        redis=[f"{lone.url}?min_replicas=1&replica_timeout_ms=20"],
+    )
+    try:
+        async with Client(node.tcp_url) as client:
+            with pytest.raises(ReplyError) as caught:
+                await client.publish(f"chat:{uuid.uuid4().hex}", "x")
+        assert caught.value.code == 503
+        assert "not replicated" in str(caught.value)
+    finally:
+        node.stop()
