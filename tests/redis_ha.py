@@ -12,6 +12,7 @@ group back to full strength before it returns (:meth:`SentinelGroup.heal`,
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -21,6 +22,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from redis.crc import key_slot
 
 from tests.procs import RedisProc, free_port
 
@@ -151,7 +154,10 @@ class SentinelGroup:
                 ports.add(fields.get("port"))
             if len(ports) != 1 or not _listening(int(ports.pop() or 0)):
                 return False
-            return all(_synced(s.port) for s in self.servers if s.port != self.primary_port())
+            primary = self.primary_port()
+            if not all(_synced(s.port) for s in self.servers if s.port != primary):
+                return False
+            return _acknowledged(primary, "hubbub-test-settled", len(self.servers) - 1)
 
         wait_until(settled, "the sentinel group to settle", timeout)
 
@@ -173,6 +179,27 @@ class SentinelGroup:
 def _synced(port: int) -> bool:
     """A replica whose link to its primary is up (the first full sync is done)."""
     return "master_link_status:up" in command(port, "INFO", "replication")
+
+
+def _acknowledged(port: int, key: str, replicas: int) -> bool:
+    """A write to the primary on ``port`` is acknowledged by ``replicas``
+    replicas (``WAIT``, on the write's connection). After a full sync Redis
+    starts a replica's command stream only on its first ``REPLCONF ACK``
+    (sent once a second), so until then WAIT cannot succeed and the engine
+    refuses publications ("not replicated")."""
+    try:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port)],
+            input=f"SET {key} 1\nWAIT {replicas} 1000\n",
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    lines = out.stdout.split()
+    return len(lines) == 2 and lines[1].isdigit() and int(lines[1]) >= replicas
 
 
 def _server(*args: str, port: int | None = None) -> RedisProc:
@@ -198,6 +225,16 @@ def cluster_port() -> int:
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
+
+
+@functools.cache
+def _key_in(slot: int) -> str:
+    """A key of ``slot``."""
+    return next(
+        f"hubbub-test-{i}"
+        for i in range(1_000_000)
+        if key_slot(f"hubbub-test-{i}".encode()) == slot
+    )
 
 
 @dataclass(frozen=True)
@@ -350,7 +387,12 @@ class ClusterGroup:
             replicas = [port for port, role in roles.items() if role == "slave"]
             if len(maps) != 1 or len(replicas) != 3 or len(roles) != 6:
                 return False
-            return all(_synced(port) for port in replicas)
+            if not all(_synced(port) for port in replicas):
+                return False
+            return all(
+                _acknowledged(node.port, _key_in(node.slots[0][0]), 1)
+                for node in self.primary_nodes()
+            )
 
         wait_until(ok, "the cluster to be ok", timeout)
 
