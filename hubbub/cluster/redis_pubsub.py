@@ -14,9 +14,9 @@ has local subscribers is SUBSCRIBEd again, and each of those gets
 ``on_gap`` once confirmed, since publications may have been missed meanwhile
 (held back until the health check sees the shard up, so that the recovery the
 gap starts is not refused: behind Sentinel the reader may reach the new
-primary first); meanwhile the channel's publications with an offset are not
-delivered, since one would move the subscribers' position past the gap their
-recovery must fill (they come from history with the rest). While connected,
+primary first); meanwhile the channel's publications of the same history are
+not delivered, since one would move the subscribers' position past the gap
+their recovery must fill (they come from history with the rest). While connected,
 consecutive offsets are checked per channel (offset + epoch of the last
 publication seen) and a jump is reported with ``on_gap`` too.
 
@@ -89,7 +89,10 @@ class Subscriber:
         self._outstanding: dict[bytes, int] = {}  # SUBSCRIBEs sent, not yet confirmed
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._lost: set[str] = set()  # routed when a connection was lost: gap once re-confirmed
-        self._held_gaps: set[str] = set()  # gaps found while the shard was down: told when up
+        # Gaps found while the shard was down, told when up: channel -> the
+        # epoch whose live publications are held back meanwhile (None: any).
+        self._held_gaps: dict[str, str | None] = {}
+        self._epochs: dict[str, str | None] = {}  # epoch of the last one, kept across connections
         self._last: dict[str, tuple[int, str | None]] = {}  # offset, epoch of the last one
         self.conn: AbstractConnection | None = None
         self._writer: Writer | None = None
@@ -148,7 +151,7 @@ class Subscriber:
         gaps held back while the shard was down."""
         self._wake.set()
         if self._held_gaps and self._is_up():
-            held, self._held_gaps = self._held_gaps, set()
+            held, self._held_gaps = self._held_gaps, {}
             for channel in held:
                 self._last.pop(channel, None)  # what was held back is not a second gap
                 if channel in self.wanted:
@@ -209,6 +212,7 @@ class Subscriber:
     def _forget(self, channel: str, rch: bytes) -> None:
         del self.wanted[channel]
         self._last.pop(channel, None)
+        self._epochs.pop(channel, None)
         self._lost.discard(channel)
         self.routes.pop(rch, None)
         if self._writer is not None:
@@ -385,11 +389,9 @@ class Subscriber:
                 offset = message.get("o")
                 epoch = message.get("e")
                 if offset is not None:
-                    if channel in self._held_gaps:
-                        # Its subscribers are owed a ``lag`` (told once the shard
-                        # is up) and will recover from their last position: a
-                        # live one now would move that position past the gap.
+                    if self._held_back(channel, epoch):
                         return
+                    self._epochs[channel] = epoch
                     last = self._last.get(channel)
                     self._last[channel] = (offset, epoch)
                     if last is not None and (
@@ -406,6 +408,18 @@ class Subscriber:
         except Exception:
             log.error("handler_failed", exc_info=True, shard=self.name, channel=channel)
 
+    def _held_back(self, channel: str, epoch: str | None) -> bool:
+        """Whether a publication of ``channel`` waits for the gap its subscribers
+        are owed (told once the shard is up): they will recover from their last
+        position, and a live one of the same history now would move that
+        position past the publications the recovery must bring (they come from
+        history with the rest). One of a new history (Redis came back empty)
+        is delivered: that recovery is refused anyway."""
+        if channel not in self._held_gaps:
+            return False
+        held = self._held_gaps[channel]
+        return held is None or held == epoch
+
     def _gap(self, channel: str) -> None:
         handler = self.handler
         if handler is None:
@@ -414,7 +428,7 @@ class Subscriber:
             # Re-subscribed before the health check saw Redis again: subscribers
             # told now would recover from a history the node still refuses (503),
             # so they are told once the shard is up (:meth:`wake`).
-            self._held_gaps.add(channel)
+            self._held_gaps[channel] = self._epochs.get(channel)
             return
         try:
             handler.on_gap(channel)

@@ -73,6 +73,7 @@ class ShardedSubscriber(Subscriber):
         if rch is None:
             return
         self._last.pop(channel, None)
+        self._epochs.pop(channel, None)
         self._lost.discard(channel)
         self.routes.pop(rch, None)
         self._outstanding.pop(rch, None)

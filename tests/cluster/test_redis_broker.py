@@ -509,9 +509,10 @@ async def test_a_gap_held_until_the_shard_is_up_holds_its_live_publications_back
 ) -> None:
     """Re-subscribed before the health check sees Redis again (behind Sentinel
     the pub/sub connection may reach the new primary first), the gap is told
-    once the shard is up; a publication arriving meanwhile is not delivered
-    (it would move the subscribers' position past the gap; it comes from
-    history with the rest), and it is not reported as a second gap."""
+    once the shard is up; a publication of the same history arriving meanwhile
+    is not delivered (it would move the subscribers' position past the gap; it
+    comes from history with the rest), one of a new history is (recovering
+    across it is refused anyway), and neither is reported as a second gap."""
     handler = RecordingHandler()
     node = await started(nodes([shared_redis.url]), handler)
     publisher = await started(nodes([shared_redis.url]))
@@ -527,11 +528,16 @@ async def test_a_gap_held_until_the_shard_is_up_holds_its_live_publications_back
     await publisher.publish(channel, 2, options=HISTORY)  # PUBLISHed before it returns
     await asyncio.sleep(0.1)
     assert offsets(handler.publications) == [1] and handler.gaps == []
+    await raw.delete(*Keys().history_keys(channel))  # as if Redis came back empty
+    await publisher.publish(channel, "new", options=HISTORY)
+    pubs = await handler.wait_for(2)
+    assert [(p.data, p.offset) for p in pubs] == [(1, 1), ("new", 1)]
+    assert pubs[1].epoch != pubs[0].epoch and handler.gaps == []
     assert await shard.check_health()
     assert handler.gaps == [channel]
     await publisher.publish(channel, 3, options=HISTORY)
-    pubs = await handler.wait_for(2)
-    assert offsets(pubs) == [1, 3] and handler.gaps == [channel]
+    pubs = await handler.wait_for(3)
+    assert [(p.data, p.offset) for p in pubs][2:] == [(3, 2)] and handler.gaps == [channel]
 
 
 async def test_reader_task_killed_is_restarted(
