@@ -29,7 +29,7 @@ hold it. WAIT is sent on the same connection right behind the command (it waits
 for the connection's last write), and commits are grouped: while one WAIT is
 on the wire, the replicated commands sent after it share the next one, sent as
 soon as the first is answered. So one replica round trip acknowledges every
-publication of its interval, and the pipe never holds more than two WAITs.
+publication of its interval, and one WAIT at most is on the wire.
 Fewer replicas than asked within the timeout: 503, "not replicated" (the
 command ran on the primary; whether it survives a failover is unknown).
 """
