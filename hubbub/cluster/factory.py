@@ -16,12 +16,12 @@ def check_redis_urls(urls: Sequence[str]) -> None:
     Each URL is a shard (plain or behind Sentinel); a ``redis+cluster://`` URL
     is a whole Redis Cluster, which shards by itself, so it comes alone.
     """
-    from hubbub.cluster.redis_conn import split_replication
+    from hubbub.cluster.redis_conn import NO_REPLICAS, split_replication
 
     for url in urls:
         if not url.startswith(SCHEMES):
             raise ValueError(f"not a redis:// URL: {url!r}")
-        split_replication(url, 0)  # ?min_replicas=, ?replica_timeout_ms=
+        split_replication(url, NO_REPLICAS)  # ?min_replicas=, ?replica_timeout_ms=
         if url.startswith("redis+sentinel://"):
             from hubbub.cluster.redis_sentinel import parse_sentinel_url
 

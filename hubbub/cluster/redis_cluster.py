@@ -37,8 +37,10 @@ emptied) is not probed; its subscriber is not connected unless channels are
 still being moved off it.
 
 A publication is acknowledged once ``WAIT`` says one replica of the slot's
-primary holds it (``?min_replicas=1``, the default; ``0`` turns it off), so the
-replica that takes over a failed primary holds every acknowledged publication.
+primary holds it, so the replica that takes over a failed primary holds every
+acknowledged publication (``?min_replicas=auto``, the default: while the
+primary has a replica; the replica promoted after its primary died has none
+and acknowledges alone until one joins it; ``1`` refuses then, ``0`` never waits).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from hubbub.cluster.broker import BrokerHandler
 from hubbub.cluster.exceptions import BrokerUnavailable, SlotMoved
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_conn import (
+    AUTO_REPLICAS,
     Replication,
     Supervised,
     close_quietly,
@@ -78,8 +81,6 @@ SCHEME = "redis+cluster"
 SLOTS = REDIS_CLUSTER_HASH_SLOTS
 Address = tuple[str, int]
 _CLUSTER_SLOTS = pack(b"CLUSTER", b"SLOTS")
-#: What a cluster URL asks unless it says: one replica holds each publication.
-ONE_REPLICA = Replication(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +91,13 @@ class ClusterTarget:
     username: str | None = None
     password: str | None = None
     #: Replicas of a slot's primary a publication must reach (``?min_replicas=``).
-    replication: Replication = ONE_REPLICA
+    replication: Replication = AUTO_REPLICAS
 
 
 def parse_cluster_url(url: str) -> ClusterTarget:
     """Parse ``redis+cluster://[[user]:password@]H1:P1[,H2:P2...][?min_replicas=N
     &replica_timeout_ms=MS]``; ``ValueError`` if bad."""
-    url, replication = split_replication(url, ONE_REPLICA.replicas)
+    url, replication = split_replication(url, AUTO_REPLICAS)
     url_parts = split_hosts_url(url, SCHEME)
     if url_parts.path:
         raise ValueError(f"{SCHEME}: a cluster has one database, no path: {url!r}")

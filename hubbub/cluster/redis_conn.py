@@ -138,29 +138,44 @@ REPLICA_TIMEOUT_MS = 500
 class Replication:
     """How many replicas must hold a publication before it is acknowledged:
     the URL's ``?min_replicas=N&replica_timeout_ms=MS`` (Redis ``WAIT N MS``
-    after the publish script; fewer replicas in time: 503, "not replicated")."""
+    after the publish script; fewer replicas in time: 503, "not replicated").
+
+    ``min_replicas=auto`` (``auto``; the default behind Sentinel and on a Redis
+    Cluster): one replica, when the primary has one that has acknowledged its
+    replication stream (``ROLE``, read by every health check), else none. A
+    primary that lost its replicas (a promoted replica whose old primary is
+    dead) then goes on acknowledging, like a lone Redis, instead of refusing.
+    """
 
     replicas: int = 0
     timeout_ms: int = REPLICA_TIMEOUT_MS
+    auto: bool = False
 
     @property
     def query(self) -> str:
         """The URL query that says this (for the primaries of a Redis Cluster)."""
-        return urlencode({"min_replicas": self.replicas, "replica_timeout_ms": self.timeout_ms})
+        wanted = "auto" if self.auto else self.replicas
+        return urlencode({"min_replicas": wanted, "replica_timeout_ms": self.timeout_ms})
 
     @property
     def wait(self) -> bytes:
         return pack(b"WAIT", self.replicas, self.timeout_ms)
 
+    def wanted(self, replicas_seen: int) -> int:
+        """Replicas to WAIT for, when the last health check saw ``replicas_seen``."""
+        return min(self.replicas, replicas_seen) if self.auto else self.replicas
+
 
 #: Acknowledge without waiting for replicas (a plain ``redis://`` URL's default).
 NO_REPLICAS = Replication()
+#: One replica when there is one (the default behind Sentinel and on a Redis Cluster).
+AUTO_REPLICAS = Replication(1, auto=True)
 
 
-def split_replication(url: str, default_replicas: int) -> tuple[str, Replication]:
+def split_replication(url: str, default: Replication) -> tuple[str, Replication]:
     """``url`` without its replication parameters, and the :class:`Replication`
-    they say (``default_replicas`` when ``min_replicas`` is not given);
-    ``ValueError`` when a value is not a number in range."""
+    they say (``default``'s count when ``min_replicas`` is not given);
+    ``ValueError`` when a value is not ``auto`` or a number in range."""
     base, _, query = url.partition("?")
     rest: list[tuple[str, str]] = []
     given: dict[str, str] = {}
@@ -169,13 +184,14 @@ def split_replication(url: str, default_replicas: int) -> tuple[str, Replication
             given[key] = value
         else:
             rest.append((key, value))
-    replicas = _integer(given, "min_replicas", default_replicas, 0, 100)
+    auto = given.get("min_replicas", "auto" if default.auto else "") == "auto"
+    replicas = 1 if auto else _integer(given, "min_replicas", default.replicas, 0, 100)
     timeout_ms = _integer(
         given, "replica_timeout_ms", REPLICA_TIMEOUT_MS, 1, MAX_REPLICA_TIMEOUT_MS
     )
     if given:
         url = f"{base}?{urlencode(rest)}" if rest else base
-    return url, Replication(replicas, timeout_ms)
+    return url, Replication(replicas, timeout_ms, auto)
 
 
 def _integer(given: dict[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -301,20 +317,25 @@ class Endpoint:
     the primary on every connect and checks its ``ROLE``.
     """
 
-    #: The health check's command and :meth:`probe_ok` judges its reply.
+    #: The health check's command and :meth:`probe_ok` judges its reply
+    #: (``ROLE`` whenever the replicas it lists decide the WAIT: ``min_replicas=auto``).
     probe: bytes = pack(b"PING")
     #: Replicas a publication must reach unless the URL says (plain Redis: none).
-    default_replicas: int = 0
+    default_replication: Replication = NO_REPLICAS
 
     def __init__(self, url: str) -> None:
-        self.url, self.replication = split_replication(url, self.default_replicas)
+        self.url, self.replication = split_replication(url, self.default_replication)
+        if self.replication.auto:
+            self.probe = pack(b"ROLE")
 
     def factory(self, client_name: str, socket_timeout: float | None = None) -> ConnectionFactory:
         return connection_factory(self.url, client_name=client_name, socket_timeout=socket_timeout)
 
     def probe_ok(self, reply: Any) -> str | None:
         """None when the probe's reply says the server can take commands, else why not."""
-        return None if reply == b"PONG" else f"PING answered {reply!r}"
+        if reply == b"PONG" or (isinstance(reply, list) and reply):  # PING, or ROLE
+            return None
+        return f"health check answered {reply!r}"
 
     async def close(self) -> None:
         """Release what finding the server holds (nothing for a plain URL)."""
@@ -327,3 +348,22 @@ def endpoint(url: str) -> Endpoint:
 
         return SentinelEndpoint(url)
     return Endpoint(url)
+
+
+def replicas_in(role: Any) -> int:
+    """The replicas a ``ROLE`` reply lists that have acknowledged the primary's
+    stream (a replica still in its first sync shows offset 0 and cannot count
+    for WAIT yet); 0 for anything but a primary's reply."""
+    if not isinstance(role, list) or len(role) < 3 or role[0] != b"master":
+        return 0
+    replicas = role[2]
+    if not isinstance(replicas, list):
+        return 0
+    return sum(1 for r in replicas if isinstance(r, list) and len(r) > 2 and _acked(r[2]))
+
+
+def _acked(offset: Any) -> bool:
+    try:
+        return int(offset) > 0
+    except (TypeError, ValueError):
+        return False

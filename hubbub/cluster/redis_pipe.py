@@ -102,6 +102,9 @@ class Pipe:
         self.name = name
         self._preamble = preamble
         self.replication = replication
+        #: Replicas the primary's ``ROLE`` listed at the last health check (for
+        #: ``min_replicas=auto``; the shard sets it).
+        self.replicas_seen = 0
         self._wait = replication.wait
         self._factory = factory
         self._is_up = is_up
@@ -121,7 +124,8 @@ class Pipe:
         ``ResponseError``. With ``asking`` the command follows an ``ASKING`` in
         the same write (a Redis Cluster ASK redirect; its ``OK`` is dropped).
         With ``replicated`` the reply is returned once ``WAIT`` counted
-        :attr:`replication`'s replicas (503 when fewer answered in time).
+        :attr:`replication`'s replicas (503 when fewer answered in time; with
+        ``min_replicas=auto``, none while :attr:`replicas_seen` is 0).
         """
         if not self._is_up():
             raise BrokerUnavailable("redis unreachable")
@@ -145,7 +149,8 @@ class Pipe:
             command = _ASKING + command
         session.pending.append((future, loop.time()))
         session.writer.send(command)
-        if not replicated or not self.replication.replicas:
+        wanted = self.replication.wanted(self.replicas_seen) if replicated else 0
+        if not wanted:
             return await future
         ack = self._acknowledgement(session)
         try:
@@ -157,11 +162,10 @@ class Pipe:
             replicas = await ack
         except ResponseError as exc:  # "WAIT cannot be used with replica instances", ...
             raise BrokerUnavailable(f"not replicated: WAIT answered {exc}") from exc
-        wanted = self.replication
-        if replicas < wanted.replicas:
+        if replicas < wanted:
             raise BrokerUnavailable(
-                f"not replicated: {replicas} of {wanted.replicas} replicas acknowledged"
-                f" within {wanted.timeout_ms} ms"
+                f"not replicated: {replicas} of {wanted} replicas acknowledged"
+                f" within {self.replication.timeout_ms} ms"
             )
         return reply
 

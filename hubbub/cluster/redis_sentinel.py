@@ -23,9 +23,10 @@ have their own (and ``?sentinel_username=...``).
 Replication is asynchronous, so a primary killed right after a write may take
 it along; the sentinels promote the replica with the highest replication
 offset. A publication is therefore acknowledged only once ``WAIT`` says one
-replica holds it (``?min_replicas=1``, the default here; ``0`` turns it off;
-``?replica_timeout_ms=`` bounds the wait, 500 by default), so the promoted
-replica holds every acknowledged publication (:mod:`cluster.redis_pipe`).
+replica holds it (``?min_replicas=auto``, the default here: whenever the
+primary's ``ROLE`` lists a replica; ``1`` even when it lists none, ``0``
+never; ``?replica_timeout_ms=`` bounds the wait, 500 by default), so the
+promoted replica holds every acknowledged publication (:mod:`cluster.redis_pipe`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel
 
 from hubbub.cluster.redis_conn import (
+    AUTO_REPLICAS,
     CONNECT_TIMEOUT,
     ConnectionFactory,
     Endpoint,
@@ -102,7 +104,7 @@ class SentinelEndpoint(Endpoint):
     """The primary of one Sentinel-monitored master, found on every connect."""
 
     probe = pack(b"ROLE")
-    default_replicas = 1
+    default_replication = AUTO_REPLICAS
 
     def __init__(self, url: str) -> None:
         super().__init__(url)

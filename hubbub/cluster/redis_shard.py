@@ -49,6 +49,7 @@ from hubbub.cluster.redis_conn import (
     endpoint,
     pack,
     redact,
+    replicas_in,
 )
 from hubbub.cluster.redis_layout import Keys
 from hubbub.cluster.redis_pipe import Pipe
@@ -289,6 +290,7 @@ class Shard(Commands):
             wrong = self.endpoint.probe_ok(reply)
             if wrong is not None:
                 raise ConnectionError(wrong)
+            self.pipe.replicas_seen = replicas_in(reply)
         except Exception as exc:  # refused, reset, timeout, LOADING, ...
             self._down_reason = describe(exc)
             self._health_conn = None

@@ -22,32 +22,59 @@ from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.factory import check_redis_urls
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_cluster import parse_cluster_url
-from hubbub.cluster.redis_conn import Replication, endpoint, split_replication
+from hubbub.cluster.redis_conn import (
+    AUTO_REPLICAS,
+    NO_REPLICAS,
+    Replication,
+    endpoint,
+    pack,
+    replicas_in,
+    split_replication,
+)
 from tests.cluster.contract import HISTORY, NO_HISTORY, RecordingHandler
 from tests.procs import RedisProc, free_port, start_node, start_redis
 
 
 def test_replication_parameters_of_each_scheme() -> None:
-    assert split_replication("redis://h:1/0", 0) == ("redis://h:1/0", Replication(0, 500))
-    assert split_replication("redis://h:1/0?min_replicas=2&replica_timeout_ms=50", 0) == (
-        "redis://h:1/0",
-        Replication(2, 50),
-    )
+    plain = split_replication("redis://h:1/0", NO_REPLICAS)
+    assert plain == ("redis://h:1/0", Replication(0, 500))
+    assert split_replication(
+        "redis://h:1/0?min_replicas=2&replica_timeout_ms=50", NO_REPLICAS
+    ) == ("redis://h:1/0", Replication(2, 50))
     # Other parameters stay for redis-py (or the sentinels).
-    assert split_replication("redis://h:1/0?min_replicas=1&db=2", 0)[0] == "redis://h:1/0?db=2"
+    kept = split_replication("redis://h:1/0?min_replicas=1&db=2", NO_REPLICAS)[0]
+    assert kept == "redis://h:1/0?db=2"
     assert endpoint("redis://h:1/0").replication == Replication(0)
+    assert endpoint("redis://h:1/0").probe == pack(b"PING")
+    auto = endpoint("redis://h:1/0?min_replicas=auto")
+    assert auto.replication == Replication(1, auto=True) and auto.probe == pack(b"ROLE")
     sentinel = endpoint("redis+sentinel://h:1,h:2/m?sentinel_password=s")
-    assert sentinel.replication == Replication(1)
+    assert sentinel.replication == AUTO_REPLICAS and sentinel.probe == pack(b"ROLE")
+    strict = endpoint("redis+sentinel://h:1/m?min_replicas=1")
+    assert strict.replication == Replication(1) and strict.probe == pack(b"ROLE")
     assert endpoint("redis+sentinel://h:1/m?min_replicas=0").replication == Replication(0)
-    assert parse_cluster_url("redis+cluster://h:1").replication == Replication(1)
+    assert parse_cluster_url("redis+cluster://h:1").replication == AUTO_REPLICAS
     assert parse_cluster_url(
         "redis+cluster://h:1,h:2?replica_timeout_ms=200"
-    ).replication == Replication(1, 200)
+    ).replication == Replication(1, 200, auto=True)
+    assert AUTO_REPLICAS.query == "min_replicas=auto&replica_timeout_ms=500"
     for bad in ("min_replicas=-1", "min_replicas=x", "replica_timeout_ms=0", "min_replicas="):
         with pytest.raises(ValueError, match="must be a whole number"):
             check_redis_urls([f"redis://h:1/0?{bad}"])
     with pytest.raises(ValueError, match="replica_timeout_ms"):  # WAIT 0 would wait forever
         check_redis_urls(["redis+cluster://h:1?replica_timeout_ms=100000"])
+
+
+def test_auto_waits_for_one_replica_when_the_primary_lists_one_that_acknowledged() -> None:
+    assert AUTO_REPLICAS.wanted(0) == 0 and AUTO_REPLICAS.wanted(2) == 1
+    assert Replication(2).wanted(0) == 2  # a number is strict
+    primary = [b"master", 3129659, [[b"127.0.0.1", b"9001", b"3129242"]]]
+    assert replicas_in(primary) == 1
+    syncing = [b"master", 10, [[b"127.0.0.1", b"9001", b"0"], [b"127.0.0.1", b"9002", b"9"]]]
+    assert replicas_in(syncing) == 1  # offset 0: its first sync, WAIT cannot count it yet
+    assert replicas_in([b"master", 0, []]) == 0
+    assert replicas_in([b"slave", b"127.0.0.1", 9000, b"connected", 10]) == 0
+    assert replicas_in(b"PONG") == 0
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +175,26 @@ async def test_a_replica_acknowledges_and_an_interval_shares_one_wait(
     strict = await make(f"{replicated.url}?min_replicas=2&replica_timeout_ms=50")
     with pytest.raises(BrokerUnavailable, match="not replicated: 1 of 2 replicas"):
         await strict.publish(channel, "two", options=HISTORY)
+
+
+async def test_auto_acknowledges_alone_without_a_replica_and_waits_with_one(
+    lone: RedisProc, replicated: RedisProc, make: Callable[[str], Awaitable[RedisBroker]]
+) -> None:
+    """``min_replicas=auto`` (the Sentinel and Cluster default): a primary with no
+    replica (a promoted one whose old primary died) goes on acknowledging; one
+    with a replica acknowledges once WAIT counted it."""
+    channel = f"chat:{uuid.uuid4().hex}"
+    alone = await make(f"{lone.url}?min_replicas=auto")
+    before = _wait_calls(lone.port)
+    positions = [await alone.publish(channel, i, options=HISTORY) for i in range(3)]
+    assert [p.offset for p in positions if p is not None] == [1, 2, 3]
+    assert _wait_calls(lone.port) == before  # nobody to wait for
+    paired = await make(f"{replicated.url}?min_replicas=auto")
+    assert paired.shards[0].pipe.replicas_seen == 1  # the health check's ROLE
+    before = _wait_calls(replicated.port)
+    position = await paired.publish(channel, "kept", options=HISTORY)
+    assert position is not None and position.offset == 1
+    assert _wait_calls(replicated.port) == before + 1
 
 
 async def test_node_answers_503_not_replicated(lone: RedisProc) -> None:
