@@ -81,13 +81,21 @@ def describe(exc: BaseException) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for logs."""
+    """``url`` without its passwords (``user:password@``, and any query parameter
+    named ``*password*``: ``?sentinel_password=``), for logs, labels and
+    ``/api/nodes``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + netloc)
+    if "password" in parts.query.lower():
+        query = [
+            (key, "***" if "password" in key.lower() else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 @dataclass(frozen=True, slots=True)

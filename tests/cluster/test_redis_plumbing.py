@@ -42,6 +42,12 @@ def test_redact_hides_passwords_only() -> None:
     assert redact("redis://:s3cret@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
     assert redact("redis://u:s3cret@h:1/2") == "redis://u:***@h:1/2"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    # The sentinels' own password is a query parameter: it used to be logged.
+    hidden = redact("redis+sentinel://:pw@s1:26379,s2:26379/m?sentinel_password=s3cret&x=1")
+    assert hidden == "redis+sentinel://:***@s1:26379,s2:26379/m?sentinel_password=***&x=1"
+    assert "s3cret" not in redact("redis+sentinel://s1:1/m?Sentinel_Password=s3cret")
+    kept = "redis://h:1/0?min_replicas=auto&replica_timeout_ms=500"
+    assert redact(kept) == kept
 
 
 def test_key_names() -> None:
