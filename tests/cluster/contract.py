@@ -1,8 +1,9 @@
 """The broker contract: what every engine must do (cluster/broker.py's docstring).
 
-An engine's test module subclasses :class:`BrokerContract` and provides a
-``broker`` fixture: an async fixture that starts the engine with the ``handler``
-fixture and yields it, closing it afterwards::
+An engine's test module subclasses :class:`BrokerContract` (a Redis engine:
+:class:`RedisContract`) and provides a ``broker`` fixture: an async fixture that
+starts the engine with the ``handler`` fixture (``tests/cluster/conftest.py``)
+and yields it, closing it afterwards::
 
     @pytest_asyncio.fixture
     async def broker(handler: RecordingHandler) -> AsyncIterator[Broker]:
@@ -126,10 +127,6 @@ class BrokerContract:
     async def stored(self, broker: Broker, channel: str) -> bool:
         """Whether the engine holds any history state of ``channel``."""
         raise NotImplementedError
-
-    @pytest.fixture
-    def handler(self) -> RecordingHandler:
-        return RecordingHandler()
 
     @pytest.fixture
     def channel(self) -> str:
@@ -481,3 +478,15 @@ class BrokerContract:
         assert broker.healthy
         await broker.close()
         await broker.close()
+
+
+class RedisContract(BrokerContract):
+    """The contract over a Redis engine (one Redis, Sentinel, a Redis Cluster):
+    history state is the channel's keys, which share one slot."""
+
+    async def stored(self, broker: Broker, channel: str) -> bool:
+        from hubbub.cluster.redis import RedisBroker
+
+        assert isinstance(broker, RedisBroker)
+        keys = broker.keys.history_keys(channel)  # one slot: one EXISTS
+        return bool(await broker.backend_for(channel).call(b"EXISTS", *keys))

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from hubbub.cluster.broker import Broker, ChannelOptions, ClientInfo
+from hubbub.cluster.broker import ChannelOptions, ClientInfo
 from hubbub.cluster.exceptions import BrokerUnavailable
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_layout import Keys
@@ -22,7 +22,7 @@ from hubbub.cluster.redis_scripts import ALL as ALL_SCRIPTS
 from hubbub.cluster.sharding import shard_of
 from hubbub.protocol.exceptions import PositionGone
 from hubbub.protocol.messages import StreamPosition
-from tests.cluster.contract import HISTORY, NO_HISTORY, BrokerContract, RecordingHandler, offsets
+from tests.cluster.contract import HISTORY, NO_HISTORY, RecordingHandler, RedisContract, offsets
 from tests.procs import RedisProc, start_redis
 
 #: Generous bound on "fails fast": only a guard against hanging, never a benchmark.
@@ -45,16 +45,8 @@ async def broker(handler: RecordingHandler, shared_redis: RedisProc) -> AsyncIte
     await engine.close()
 
 
-class TestRedisContract(BrokerContract):
-    async def stored(self, broker: Broker, channel: str) -> bool:
-        assert isinstance(broker, RedisBroker)
-        keys = broker.keys.history_keys(channel)
-        return bool(await broker.shard_for(channel).call(b"EXISTS", *keys))
-
-
-@pytest.fixture
-def handler() -> RecordingHandler:
-    return RecordingHandler()
+class TestRedisContract(RedisContract):
+    pass
 
 
 @pytest.fixture

@@ -13,12 +13,11 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from hubbub.cluster.broker import Broker
 from hubbub.cluster.factory import check_redis_urls, make_broker
 from hubbub.cluster.redis_cluster import ClusterBroker, ClusterTarget, parse_cluster_url, slot_of
 from hubbub.cluster.redis_layout import SlotKeys
 from hubbub.cluster.redis_scripts import PUBLISH, PUBLISH_SHARDED
-from tests.cluster.contract import HISTORY, BrokerContract, RecordingHandler
+from tests.cluster.contract import HISTORY, RecordingHandler, RedisContract
 from tests.redis_ha import ClusterGroup
 
 
@@ -32,16 +31,8 @@ async def broker(
     await engine.close()
 
 
-class TestClusterContract(BrokerContract):
-    async def stored(self, broker: Broker, channel: str) -> bool:
-        assert isinstance(broker, ClusterBroker)
-        keys = broker.keys.history_keys(channel)  # one slot: one EXISTS
-        return bool(await broker.backend_for(channel).call(b"EXISTS", *keys))
-
-
-@pytest.fixture
-def handler() -> RecordingHandler:
-    return RecordingHandler()
+class TestClusterContract(RedisContract):
+    pass
 
 
 async def test_keys_and_sharded_channel_share_the_channel_slot(

@@ -38,9 +38,10 @@ from tests.procs import RedisProc, free_port, start_node, start_redis
 def test_replication_parameters_of_each_scheme() -> None:
     plain = split_replication("redis://h:1/0", NO_REPLICAS)
     assert plain == ("redis://h:1/0", Replication(0, 500))
-    assert split_replication(
-        "redis://h:1/0?min_replicas=2&replica_timeout_ms=50", NO_REPLICAS
-    ) == ("redis://h:1/0", Replication(2, 50))
+    assert split_replication("redis://h:1/0?min_replicas=2&replica_timeout_ms=50", NO_REPLICAS) == (
+        "redis://h:1/0",
+        Replication(2, 50),
+    )
     # Other parameters stay for redis-py (or the sentinels).
     kept = split_replication("redis://h:1/0?min_replicas=1&db=2", NO_REPLICAS)[0]
     assert kept == "redis://h:1/0?db=2"

@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from hubbub.cluster.broker import Broker
 from hubbub.cluster.factory import check_redis_urls
 from hubbub.cluster.redis import RedisBroker
 from hubbub.cluster.redis_sentinel import SentinelTarget, parse_sentinel_url
-from tests.cluster.contract import HISTORY, BrokerContract, RecordingHandler
+from tests.cluster.contract import HISTORY, RecordingHandler, RedisContract
 from tests.redis_ha import SentinelGroup
 
 
@@ -26,16 +25,8 @@ async def broker(
     await engine.close()
 
 
-class TestSentinelContract(BrokerContract):
-    async def stored(self, broker: Broker, channel: str) -> bool:
-        assert isinstance(broker, RedisBroker)
-        keys = broker.keys.history_keys(channel)  # one slot: one EXISTS
-        return bool(await broker.backend_for(channel).call(b"EXISTS", *keys))
-
-
-@pytest.fixture
-def handler() -> RecordingHandler:
-    return RecordingHandler()
+class TestSentinelContract(RedisContract):
+    pass
 
 
 async def test_commands_go_to_the_primary_the_sentinels_name(
