@@ -92,7 +92,9 @@ class Subscriber:
         # Gaps found while the shard was down, told when up: channel -> the
         # epoch whose live publications are held back meanwhile (None: any).
         self._held_gaps: dict[str, str | None] = {}
-        self._epochs: dict[str, str | None] = {}  # epoch of the last one, kept across connections
+        # Epoch of the last publication of earlier connections (``_last`` holds
+        # the current one's), filled from ``_last`` when a connection is lost.
+        self._epochs: dict[str, str | None] = {}
         self._last: dict[str, tuple[int, str | None]] = {}  # offset, epoch of the last one
         self.conn: AbstractConnection | None = None
         self._writer: Writer | None = None
@@ -153,7 +155,9 @@ class Subscriber:
         if self._held_gaps and self._is_up():
             held, self._held_gaps = self._held_gaps, {}
             for channel in held:
-                self._last.pop(channel, None)  # what was held back is not a second gap
+                last = self._last.pop(channel, None)  # what was held back is not a second gap
+                if last is not None:
+                    self._epochs[channel] = last[1]
                 if channel in self.wanted:
                     self._gap(channel)
 
@@ -315,6 +319,8 @@ class Subscriber:
             self._held_gaps.clear()
             self.routes.clear()
             self._outstanding.clear()
+            for channel, (_, epoch) in self._last.items():
+                self._epochs[channel] = epoch
             self._last.clear()
             self.probe.stop()
         await close_quietly(conn)
@@ -389,9 +395,8 @@ class Subscriber:
                 offset = message.get("o")
                 epoch = message.get("e")
                 if offset is not None:
-                    if self._held_back(channel, epoch):
+                    if self._held_gaps and self._held_back(channel, epoch):
                         return
-                    self._epochs[channel] = epoch
                     last = self._last.get(channel)
                     self._last[channel] = (offset, epoch)
                     if last is not None and (
@@ -428,7 +433,8 @@ class Subscriber:
             # Re-subscribed before the health check saw Redis again: subscribers
             # told now would recover from a history the node still refuses (503),
             # so they are told once the shard is up (:meth:`wake`).
-            self._held_gaps[channel] = self._epochs.get(channel)
+            last = self._last.get(channel)
+            self._held_gaps[channel] = last[1] if last is not None else self._epochs.get(channel)
             return
         try:
             handler.on_gap(channel)
